@@ -18,6 +18,7 @@
 pub mod conformance;
 pub mod memory;
 pub mod sqlite;
+mod watch;
 
 use std::pin::Pin;
 
@@ -55,12 +56,19 @@ impl RangeRequest {
     pub fn prefix(prefix: impl Into<String>) -> Self {
         let key = prefix.into();
         let range_end = Some(prefix_end(&key));
-        RangeRequest { key, range_end, ..Default::default() }
+        RangeRequest {
+            key,
+            range_end,
+            ..Default::default()
+        }
     }
 
     /// Exactly one key.
     pub fn key(key: impl Into<String>) -> Self {
-        RangeRequest { key: key.into(), ..Default::default() }
+        RangeRequest {
+            key: key.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -98,10 +106,18 @@ pub struct Txn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpResponse {
     /// The new revision of the written key.
-    Put { revision: Revision, prev: Option<KeyValue> },
+    Put {
+        revision: Revision,
+        prev: Option<KeyValue>,
+    },
     /// The deleted key's last value, if it existed.
-    Delete { revision: Revision, prev: Option<KeyValue> },
-    Get { kv: Option<KeyValue> },
+    Delete {
+        revision: Revision,
+        prev: Option<KeyValue>,
+    },
+    Get {
+        kv: Option<KeyValue>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +158,9 @@ pub struct WatchOptions {
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        WatchOptions { progress_interval: std::time::Duration::from_secs(1) }
+        WatchOptions {
+            progress_interval: std::time::Duration::from_secs(1),
+        }
     }
 }
 
@@ -152,10 +170,16 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, StoreError>> 
 pub enum StoreError {
     /// The requested revision has been compacted away.
     #[error("required revision {requested} has been compacted (compacted revision is {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// The requested revision is newer than the store's current revision.
     #[error("required revision {requested} is a future revision (current revision is {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     /// The store cannot accept writes (for example after a failed fsync: it never retries one
     /// and reports success). Reads may still work.
     #[error("store unavailable: {0}")]
@@ -238,11 +262,24 @@ pub mod ops {
     }
 
     /// Writes `key` only if its mod_revision is `expected` (0 = only if absent).
-    pub async fn put_if(store: &dyn Store, key: &str, value: Bytes, expected: Revision) -> Result<Written> {
+    pub async fn put_if(
+        store: &dyn Store,
+        key: &str,
+        value: Bytes,
+        expected: Revision,
+    ) -> Result<Written> {
         let txn = Txn {
-            compares: vec![Compare::ModRevisionEquals { key: key.to_string(), revision: expected }],
-            success: vec![Op::Put { key: key.to_string(), value }],
-            failure: vec![Op::Get { key: key.to_string() }],
+            compares: vec![Compare::ModRevisionEquals {
+                key: key.to_string(),
+                revision: expected,
+            }],
+            success: vec![Op::Put {
+                key: key.to_string(),
+                value,
+            }],
+            failure: vec![Op::Get {
+                key: key.to_string(),
+            }],
         };
         let response = store.txn(txn).await?;
         Ok(written(response))
@@ -251,9 +288,16 @@ pub mod ops {
     /// Deletes `key` only if its mod_revision is `expected`.
     pub async fn delete_if(store: &dyn Store, key: &str, expected: Revision) -> Result<Written> {
         let txn = Txn {
-            compares: vec![Compare::ModRevisionEquals { key: key.to_string(), revision: expected }],
-            success: vec![Op::Delete { key: key.to_string() }],
-            failure: vec![Op::Get { key: key.to_string() }],
+            compares: vec![Compare::ModRevisionEquals {
+                key: key.to_string(),
+                revision: expected,
+            }],
+            success: vec![Op::Delete {
+                key: key.to_string(),
+            }],
+            failure: vec![Op::Get {
+                key: key.to_string(),
+            }],
         };
         let response = store.txn(txn).await?;
         Ok(written(response))
@@ -262,7 +306,8 @@ pub mod ops {
     fn written(response: TxnResponse) -> Written {
         if response.succeeded {
             let revision = match response.responses.first() {
-                Some(OpResponse::Put { revision, .. }) | Some(OpResponse::Delete { revision, .. }) => *revision,
+                Some(OpResponse::Put { revision, .. })
+                | Some(OpResponse::Delete { revision, .. }) => *revision,
                 _ => response.revision,
             };
             Written::Ok(revision)

@@ -1,1 +1,160 @@
-fn main() {}
+//! The `berth` binary: a thin command line over the library crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Kubernetes for one machine that gets state right"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct DataDir {
+    /// Where berth keeps its state (default: /var/lib/berth as root, else ~/.local/share/berth).
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        if rustix::process::geteuid().is_root() {
+            return Ok(PathBuf::from("/var/lib/berth"));
+        }
+        let home = std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?;
+        Ok(PathBuf::from(home).join(".local/share/berth"))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: the API server on its embedded store.
+    Up {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// Address to serve the Kubernetes API on (loopback unless you say otherwise).
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// Seconds between compactions of the store's history (watches can resume from any
+        /// revision newer than the last compaction).
+        #[arg(long, default_value_t = 300)]
+        compaction_interval_seconds: u64,
+    },
+    /// Print the admin kubeconfig.
+    Kubeconfig {
+        #[command(flatten)]
+        data_dir: DataDir,
+    },
+    /// Print berth's version and the Kubernetes API version it serves.
+    Version,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up {
+            data_dir,
+            listen,
+            compaction_interval_seconds,
+        } => {
+            init_tracing();
+            let data_dir = data_dir.resolve()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(up(
+                data_dir,
+                listen,
+                Duration::from_secs(compaction_interval_seconds.max(1)),
+            ))
+        }
+        Command::Kubeconfig { data_dir } => {
+            let path = berth_apiserver::kubeconfig_path(&data_dir.resolve()?);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "cannot read {} (has `berth up` run with this data dir?)",
+                    path.display()
+                )
+            })?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Version => {
+            println!(
+                "berth {} (Kubernetes API {})",
+                env!("CARGO_PKG_VERSION"),
+                berth_apiserver::handler::KUBERNETES_VERSION
+            );
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn up(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    compaction_interval: Duration,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    berth_apiserver::files::ensure_private_dir(&data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let store = berth_store::sqlite::SqliteStore::open(&data_dir.join("store"))
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let store: Arc<dyn berth_store::Store> = store;
+    let config = berth_apiserver::Config {
+        data_dir: data_dir.clone(),
+        listen,
+        store,
+        compaction_interval,
+    };
+    let server = berth_apiserver::ApiServer::bind(config).await?;
+    let kubeconfig = server.kubeconfig_path().display().to_string();
+    println!(
+        "berth is up: the Kubernetes API is at https://{} (ready in {} ms)",
+        server.local_addr(),
+        started.elapsed().as_millis()
+    );
+    println!("kubeconfig: {kubeconfig}");
+    println!("try:        kubectl --kubeconfig {kubeconfig} get namespaces");
+    server.serve(shutdown_signal()).await;
+    tracing::info!("berth stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers berth still runs; it stops when killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,1161 @@
+//! The generic registry: create, read, update, patch and delete of any resource in the
+//! resource table, on top of the store. It owns the object lifecycle rules that hold for every
+//! kind (uid, creationTimestamp, generation, resourceVersion preconditions, status
+//! subresources, graceful deletion and finalizers); per-kind rules come from `berth_api`.
+
+use std::sync::Arc;
+
+use berth_api::ResourceInfo;
+use berth_api::codec;
+use berth_api::defaults::apply_defaults;
+use berth_api::patch::{PatchType, apply_patch};
+use berth_api::resources;
+use berth_api::selectors::{FieldSelector, LabelSelector, field_value};
+use berth_api::validation::{validate_create, validate_status_update, validate_update};
+use berth_store::ops::{self, Written};
+use berth_store::{KeyValue, RangeRequest, Revision, Store};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::status::{ApiError, ApiResult};
+
+/// The largest object the store keeps (etcd's default request limit).
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// How many times an unconditional write is retried when it races another writer.
+const MAX_RETRIES: usize = 16;
+
+/// `fieldValidation`: what to do with fields the type does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(value: Option<&str>) -> ApiResult<Self> {
+        match value {
+            None | Some("") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other}; valid values are Ignore, Warn, Strict"
+            ))),
+        }
+    }
+}
+
+/// Options every write takes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+}
+
+/// The result of a write: the object and any warnings for the client (`Warning` headers).
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    pub object: Value,
+    pub warnings: Vec<String>,
+}
+
+/// Parsed list options.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub label_selector: LabelSelector,
+    pub field_selector: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub revision: Revision,
+    pub continue_token: Option<String>,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone)]
+pub enum Deleted {
+    /// The object is gone; this was its last state.
+    Gone(Value),
+    /// The object is marked for deletion and waits for finalizers or graceful termination.
+    Pending(Value),
+}
+
+/// DeleteOptions, from the body or the query.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+/// Now, as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).
+pub fn now_rfc3339() -> String {
+    berth_api::tables::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn timestamp_after(seconds: i64) -> String {
+    let now = berth_api::tables::now();
+    let later = now
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+        .unwrap_or(now);
+    later.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Kinds whose metadata.generation tracks spec changes.
+fn tracks_generation(info: &ResourceInfo) -> bool {
+    matches!(
+        (info.group, info.kind),
+        (
+            "apps",
+            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+        )
+    )
+}
+
+fn has_status_subresource(info: &ResourceInfo) -> bool {
+    info.subresource("status").is_some()
+}
+
+/// The status an object starts with, for kinds whose status only the system writes.
+fn initial_status(info: &ResourceInfo, object: &Value) -> Option<Value> {
+    match (info.group, info.kind) {
+        // Nodes report their own status at registration.
+        ("", "Node") => object.get("status").cloned(),
+        ("", "Pod") => Some(json!({"phase": "Pending"})),
+        ("", "PersistentVolumeClaim") | ("", "PersistentVolume") => {
+            Some(json!({"phase": "Pending"}))
+        }
+        ("", "Namespace") => Some(json!({"phase": "Active"})),
+        ("", "Service") => Some(json!({"loadBalancer": {}})),
+        _ => Some(json!({})),
+    }
+}
+
+fn meta(object: &Value) -> &Value {
+    object.get("metadata").unwrap_or(&Value::Null)
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    meta(object).get(field).and_then(Value::as_str)
+}
+
+fn meta_mut(object: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = json!({});
+    }
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    meta(object)
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The object without metadata and status: what a spec change is measured on.
+fn spec_part(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    copy
+}
+
+fn parse_revision(value: &str) -> Option<Revision> {
+    value.parse::<Revision>().ok().filter(|r| *r >= 0)
+}
+
+/// The name Kubernetes makes from generateName: five characters from an alphabet without vowels.
+fn generate_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut name = prefix.to_string();
+    for _ in 0..5 {
+        let i = rand::random_range(0..ALPHABET.len());
+        name.push(ALPHABET[i] as char);
+    }
+    name
+}
+
+fn encode_continue(revision: Revision, start: &str) -> String {
+    use base64::Engine;
+    let token = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start});
+    base64::engine::general_purpose::STANDARD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
+    use base64::Engine;
+    let invalid =
+        || ApiError::bad_request("continue key is not valid: illegal base64 data or structure");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    let revision = value
+        .get("rv")
+        .and_then(Value::as_i64)
+        .ok_or_else(invalid)?;
+    let start = value
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(invalid)?
+        .to_string();
+    Ok((revision, start))
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Registry { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The stored bytes as the client sees them: with resourceVersion, kind and apiVersion.
+    pub fn decode(info: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
+        let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+            ApiError::internal(format!("stored object {} is not valid JSON: {e}", kv.key))
+        })?;
+        Self::stamp(info, &mut object, kv.mod_revision);
+        Ok(object)
+    }
+
+    fn stamp(info: &ResourceInfo, object: &mut Value, revision: Revision) {
+        if let Some(map) = object.as_object_mut() {
+            map.insert("apiVersion".into(), json!(info.api_version()));
+            map.insert("kind".into(), json!(info.kind));
+        }
+        meta_mut(object).insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+
+    fn encode(object: &Value) -> ApiResult<Bytes> {
+        let mut copy = object.clone();
+        // The revision is the store's to give; it is never part of the stored bytes.
+        if let Some(m) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        let bytes = serde_json::to_vec(&copy).map_err(|e| ApiError::internal(e.to_string()))?;
+        if bytes.len() > MAX_OBJECT_BYTES {
+            return Err(ApiError::too_large(format!(
+                "the object is too large to store: {} bytes exceeds the limit of {} bytes",
+                bytes.len(),
+                MAX_OBJECT_BYTES
+            )));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    async fn get_kv(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Option<KeyValue>> {
+        let (kv, _) = ops::get(self.store.as_ref(), &info.key(namespace, name)).await?;
+        Ok(kv)
+    }
+
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Value> {
+        match self.get_kv(info, namespace, name).await? {
+            Some(kv) => Self::decode(info, &kv),
+            None => Err(ApiError::not_found(info, name)),
+        }
+    }
+
+    /// Checks that the namespace exists and takes new objects.
+    async fn check_namespace(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+    ) -> ApiResult<()> {
+        let namespaces = resources::lookup("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("no namespaces"))?;
+        match self.get_kv(namespaces, None, namespace).await? {
+            None => Err(ApiError::namespace_not_found(namespace)),
+            Some(kv) => {
+                let ns = Self::decode(namespaces, &kv)?;
+                if meta(&ns)
+                    .get("deletionTimestamp")
+                    .is_some_and(|v| !v.is_null())
+                {
+                    let mut error = ApiError::forbidden(
+                        info,
+                        name,
+                        &format!(
+                            "unable to create new content in namespace {namespace} because it is being terminated"
+                        ),
+                    );
+                    if let Some(details) = error.details.as_mut() {
+                        details["causes"] = json!([{"reason": "NamespaceTerminating", "message": format!("namespace {namespace} is being terminated"), "field": "metadata.namespace"}]);
+                    }
+                    Err(error)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Decodes through the typed struct and applies `fieldValidation` to unknown fields.
+    fn admit_decode(
+        info: &ResourceInfo,
+        object: Value,
+        validation: FieldValidation,
+    ) -> ApiResult<(Value, Vec<String>)> {
+        let decoded =
+            codec::decode(info, object).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut warnings = Vec::new();
+        if !decoded.unknown_fields.is_empty() {
+            match validation {
+                FieldValidation::Strict => {
+                    let list: Vec<String> = decoded
+                        .unknown_fields
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                        info.kind,
+                        info.version,
+                        info.kind,
+                        list.join(", ")
+                    )));
+                }
+                FieldValidation::Warn => {
+                    warnings.extend(
+                        decoded
+                            .unknown_fields
+                            .iter()
+                            .map(|f| format!("unknown field \"{f}\"")),
+                    );
+                }
+                FieldValidation::Ignore => {}
+            }
+        }
+        Ok((decoded.object, warnings))
+    }
+
+    /// Checks the body's apiVersion/kind against the endpoint and fills them in when absent.
+    fn check_type(info: &ResourceInfo, object: &mut Value) -> ApiResult<()> {
+        let Some(map) = object.as_object_mut() else {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled: the body is not a JSON object",
+                info.kind, info.version
+            )));
+        };
+        let expected = info.api_version();
+        match map.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != expected => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({expected})"
+                )));
+            }
+            _ => {}
+        }
+        match map.get("kind").and_then(Value::as_str) {
+            Some(k) if k != info.kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    info.kind
+                )));
+            }
+            _ => {}
+        }
+        map.insert("apiVersion".into(), json!(expected));
+        map.insert("kind".into(), json!(info.kind));
+        Ok(())
+    }
+
+    /// Checks the body's namespace against the URL's and fills it in.
+    fn check_namespace_field(
+        info: &ResourceInfo,
+        object: &mut Value,
+        namespace: Option<&str>,
+    ) -> ApiResult<()> {
+        let meta = meta_mut(object);
+        if !info.namespaced() {
+            meta.remove("namespace");
+            return Ok(());
+        }
+        let url_ns = namespace.unwrap_or("");
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() && ns != url_ns => Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )),
+            _ => {
+                meta.insert("namespace".into(), json!(url_ns));
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn create(
+        &self,
+        info: &'static ResourceInfo,
+        namespace: Option<&str>,
+        mut object: Value,
+        options: &WriteOptions,
+    ) -> ApiResult<WriteResult> {
+        Self::check_type(info, &mut object)?;
+        Self::check_namespace_field(info, &mut object, namespace)?;
+        {
+            let m = meta_mut(&mut object);
+            let has_name = m
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !has_name
+                && let Some(prefix) = m
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+            {
+                let name = generate_name(prefix);
+                m.insert("name".into(), json!(name));
+            }
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+            m.remove("resourceVersion");
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.remove("selfLink");
+            if tracks_generation(info) {
+                m.insert("generation".into(), json!(1));
+            } else {
+                m.remove("generation");
+            }
+        }
+        let (mut object, warnings) = Self::admit_decode(info, object, options.field_validation)?;
+        if has_status_subresource(info) {
+            match initial_status(info, &object) {
+                Some(status) => object["status"] = status,
+                None => {
+                    if let Some(m) = object.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        apply_defaults(info, &mut object);
+        let name = meta_str(&object, "name").unwrap_or("").to_string();
+        let errors = validate_create(info, &object);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(info, &name, &errors));
+        }
+        if let Some(ns) = namespace.filter(|_| info.namespaced()) {
+            self.check_namespace(info, ns, &name).await?;
+        }
+        let bytes = Self::encode(&object)?;
+        if options.dry_run {
+            return Ok(WriteResult { object, warnings });
+        }
+        let key = info.key(namespace, &name);
+        match ops::create(self.store.as_ref(), &key, bytes).await? {
+            Written::Ok(revision) => {
+                Self::stamp(info, &mut object, revision);
+                Ok(WriteResult { object, warnings })
+            }
+            Written::Conflict(_) => Err(ApiError::already_exists(info, &name)),
+        }
+    }
+
+    /// Reads, changes with `change` and writes back, retrying on races unless the caller
+    /// pinned a resourceVersion. `change` returns `None` to leave the object as it is.
+    /// An object being deleted whose last finalizer is removed is deleted here, as Kubernetes does.
+    pub(crate) async fn guaranteed_update<F>(
+        &self,
+        info: &'static ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        mut change: F,
+        dry_run: bool,
+    ) -> ApiResult<Value>
+    where
+        F: FnMut(&Value, Revision) -> ApiResult<Option<Value>>,
+    {
+        let key = info.key(namespace, name);
+        for _ in 0..MAX_RETRIES {
+            let Some(kv) = self.get_kv(info, namespace, name).await? else {
+                return Err(ApiError::not_found(info, name));
+            };
+            let current = Self::decode(info, &kv)?;
+            let Some(mut updated) = change(&current, kv.mod_revision)? else {
+                return Ok(current);
+            };
+            let being_deleted = meta(&updated)
+                .get("deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
+            let zero_grace = meta(&updated)
+                .get("deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                == 0;
+            let delete_now = being_deleted
+                && finalizers(&updated).is_empty()
+                && (info.kind != "Pod" || zero_grace);
+            if dry_run {
+                return Ok(updated);
+            }
+            let written = if delete_now {
+                ops::delete_if(self.store.as_ref(), &key, kv.mod_revision).await?
+            } else {
+                if updated == current {
+                    return Ok(current);
+                }
+                ops::put_if(
+                    self.store.as_ref(),
+                    &key,
+                    Self::encode(&updated)?,
+                    kv.mod_revision,
+                )
+                .await?
+            };
+            match written {
+                Written::Ok(revision) => {
+                    Self::stamp(info, &mut updated, revision);
+                    return Ok(updated);
+                }
+                Written::Conflict(_) => continue,
+            }
+        }
+        Err(ApiError::stale(info, name))
+    }
+
+    /// Checks a client's resourceVersion precondition against the stored one.
+    fn check_precondition(
+        info: &ResourceInfo,
+        name: &str,
+        wanted: Option<&str>,
+        actual: Revision,
+    ) -> ApiResult<()> {
+        match wanted.filter(|v| !v.is_empty()) {
+            None => Ok(()),
+            Some(v) => match parse_revision(v) {
+                Some(r) if r == actual => Ok(()),
+                Some(_) => Err(ApiError::stale(info, name)),
+                None => Err(ApiError::bad_request(format!(
+                    "invalid resourceVersion {v:?}"
+                ))),
+            },
+        }
+    }
+
+    /// Carries the system-owned metadata of `old` into `new` for an update of the main resource.
+    fn prepare_update(info: &ResourceInfo, new: &mut Value, old: &Value) -> ApiResult<()> {
+        let old_meta = meta(old).clone();
+        let being_deleted = old_meta
+            .get("deletionTimestamp")
+            .is_some_and(|v| !v.is_null());
+        let old_finalizers = finalizers(old);
+        let new_finalizers = finalizers(new);
+        if being_deleted && new_finalizers.iter().any(|f| !old_finalizers.contains(f)) {
+            let name = old_meta.get("name").and_then(Value::as_str).unwrap_or("");
+            return Err(ApiError::invalid(
+                info,
+                name,
+                &[berth_api::validation::FieldError {
+                    kind: berth_api::validation::FieldErrorKind::Forbidden,
+                    field: "metadata.finalizers".into(),
+                    value: None,
+                    detail: "no new finalizers can be added if the object is being deleted".into(),
+                }],
+            ));
+        }
+        let m = meta_mut(new);
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old_meta.get(field) {
+                Some(v) => {
+                    m.insert(field.into(), v.clone());
+                }
+                None => {
+                    m.remove(field);
+                }
+            }
+        }
+        if has_status_subresource(info) {
+            match old.get("status") {
+                Some(status) => new["status"] = status.clone(),
+                None => {
+                    if let Some(map) = new.as_object_mut() {
+                        map.remove("status");
+                    }
+                }
+            }
+        }
+        if tracks_generation(info) && spec_part(new) != spec_part(old) {
+            let generation = old_meta
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
+            meta_mut(new).insert("generation".into(), json!(generation));
+        }
+        Ok(())
+    }
+
+    /// The status subresource: only status changes; everything else stays as stored.
+    fn prepare_status_update(new: &Value, old: &Value) -> Value {
+        let mut merged = old.clone();
+        match new.get("status") {
+            Some(status) => merged["status"] = status.clone(),
+            None => {
+                if let Some(map) = merged.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+        }
+        merged
+    }
+
+    /// Runs the admission chain for an update and returns the object to store.
+    fn admit_update(
+        info: &'static ResourceInfo,
+        name: &str,
+        namespace: Option<&str>,
+        mut new: Value,
+        old: &Value,
+        subresource: Option<&str>,
+        options: &WriteOptions,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<Value> {
+        Self::check_type(info, &mut new)?;
+        Self::check_namespace_field(info, &mut new, namespace)?;
+        let body_name = meta_str(&new, "name").unwrap_or("");
+        if body_name.is_empty() {
+            meta_mut(&mut new).insert("name".into(), json!(name));
+        } else if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let (mut new, w) = Self::admit_decode(info, new, options.field_validation)?;
+        warnings.extend(w);
+        let is_status = subresource == Some("status");
+        if is_status {
+            new = Self::prepare_status_update(&new, old);
+        } else {
+            Self::prepare_update(info, &mut new, old)?;
+        }
+        apply_defaults(info, &mut new);
+        let errors = if is_status {
+            validate_status_update(info, &new, old)
+        } else {
+            validate_update(info, &new, old)
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(info, name, &errors));
+        }
+        Ok(new)
+    }
+
+    /// PUT of the whole object (or of its status).
+    pub async fn update(
+        &self,
+        info: &'static ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        object: Value,
+        subresource: Option<&str>,
+        options: &WriteOptions,
+    ) -> ApiResult<WriteResult> {
+        let wanted = meta_str(&object, "resourceVersion").map(str::to_string);
+        let mut warnings = Vec::new();
+        let result = self
+            .guaranteed_update(
+                info,
+                namespace,
+                name,
+                |current, revision| {
+                    Self::check_precondition(info, name, wanted.as_deref(), revision)?;
+                    warnings.clear();
+                    let new = Self::admit_update(
+                        info,
+                        name,
+                        namespace,
+                        object.clone(),
+                        current,
+                        subresource,
+                        options,
+                        &mut warnings,
+                    )?;
+                    Ok(Some(new))
+                },
+                options.dry_run,
+            )
+            .await?;
+        Ok(WriteResult {
+            object: result,
+            warnings,
+        })
+    }
+
+    /// PATCH of the whole object (or of its status). Server-side apply creates a missing object.
+    #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename these.
+    pub async fn patch(
+        &self,
+        info: &'static ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        patch: &Value,
+        subresource: Option<&str>,
+        options: &WriteOptions,
+    ) -> ApiResult<(WriteResult, bool)> {
+        if patch_type == PatchType::Apply
+            && subresource.is_none()
+            && self.get_kv(info, namespace, name).await?.is_none()
+        {
+            let mut object = patch.clone();
+            let body_name = meta_str(&object, "name").unwrap_or("");
+            if !body_name.is_empty() && body_name != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                )));
+            }
+            meta_mut(&mut object).insert("name".into(), json!(name));
+            return Ok((self.create(info, namespace, object, options).await?, true));
+        }
+        let mut warnings = Vec::new();
+        let result = self
+            .guaranteed_update(
+                info,
+                namespace,
+                name,
+                |current, revision| {
+                    let patched = apply_patch(info, patch_type, current, patch).map_err(|e| {
+                        if e.status_code() == 400 {
+                            ApiError::bad_request(e.to_string())
+                        } else {
+                            ApiError::invalid(
+                                info,
+                                name,
+                                &[berth_api::validation::FieldError {
+                                    kind: berth_api::validation::FieldErrorKind::Invalid,
+                                    field: "".into(),
+                                    value: None,
+                                    detail: e.to_string(),
+                                }],
+                            )
+                        }
+                    })?;
+                    // A resourceVersion in the patch is a precondition, as in Kubernetes.
+                    let pinned = meta_str(&patched, "resourceVersion").map(str::to_string);
+                    if pinned.as_deref() != Some(revision.to_string().as_str()) {
+                        Self::check_precondition(info, name, pinned.as_deref(), revision)?;
+                    }
+                    warnings.clear();
+                    let new = Self::admit_update(
+                        info,
+                        name,
+                        namespace,
+                        patched,
+                        current,
+                        subresource,
+                        options,
+                        &mut warnings,
+                    )?;
+                    Ok(Some(new))
+                },
+                options.dry_run,
+            )
+            .await?;
+        Ok((
+            WriteResult {
+                object: result,
+                warnings,
+            },
+            false,
+        ))
+    }
+
+    /// Marks for deletion or deletes, honouring grace periods, finalizers and propagation.
+    pub async fn delete(
+        &self,
+        info: &'static ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
+        let key = info.key(namespace, name);
+        if info.plural == "namespaces"
+            && matches!(
+                name,
+                "default" | "kube-system" | "kube-public" | "kube-node-lease"
+            )
+        {
+            return Err(ApiError::forbidden(
+                info,
+                name,
+                "this namespace may not be deleted",
+            ));
+        }
+        for _ in 0..MAX_RETRIES {
+            let Some(kv) = self.get_kv(info, namespace, name).await? else {
+                return Err(ApiError::not_found(info, name));
+            };
+            let current = Self::decode(info, &kv)?;
+            if let Some(uid) = options.precondition_uid.as_deref() {
+                let actual = meta_str(&current, "uid").unwrap_or("");
+                if uid != actual {
+                    return Err(ApiError::conflict(
+                        info,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                        ),
+                    ));
+                }
+            }
+            if let Some(rv) = options.precondition_resource_version.as_deref() {
+                if parse_revision(rv) != Some(kv.mod_revision) {
+                    return Err(ApiError::conflict(
+                        info,
+                        name,
+                        &format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            kv.mod_revision
+                        ),
+                    ));
+                }
+            }
+            let mut updated = current.clone();
+            let mut fins = finalizers(&current);
+            match options.propagation_policy.as_deref() {
+                Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                    fins.retain(|f| f != "orphan");
+                    fins.push("foregroundDeletion".into());
+                }
+                Some("Orphan") if !fins.iter().any(|f| f == "orphan") => {
+                    fins.retain(|f| f != "foregroundDeletion");
+                    fins.push("orphan".into());
+                }
+                Some("Background") | None => {}
+                Some("Foreground") | Some("Orphan") => {}
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "unsupported propagationPolicy {other:?}"
+                    )));
+                }
+            }
+            // Pods end gracefully: the node agent stops the containers, then deletes with grace 0.
+            let grace = if info.kind == "Pod" {
+                let scheduled = current
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                let default_grace = current
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30);
+                let grace = options.grace_period_seconds.unwrap_or(default_grace).max(0);
+                let finished = matches!(
+                    current.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                );
+                if scheduled && !finished { grace } else { 0 }
+            } else {
+                0
+            };
+            let already_deleting = meta(&current)
+                .get("deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
+            if !fins.is_empty() || grace > 0 {
+                {
+                    let m = meta_mut(&mut updated);
+                    if !fins.is_empty() {
+                        m.insert("finalizers".into(), json!(fins));
+                    }
+                    let previous_grace =
+                        m.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+                    // A shorter grace period may replace a longer one; a longer never extends it.
+                    let effective = match previous_grace {
+                        Some(p) if already_deleting => p.min(grace),
+                        _ => grace,
+                    };
+                    if !already_deleting || Some(effective) != previous_grace {
+                        m.insert(
+                            "deletionTimestamp".into(),
+                            json!(timestamp_after(effective)),
+                        );
+                        m.insert("deletionGracePeriodSeconds".into(), json!(effective));
+                    }
+                }
+                if info.plural == "namespaces" {
+                    updated["status"]["phase"] = json!("Terminating");
+                }
+                if options.dry_run {
+                    return Ok(Deleted::Pending(updated));
+                }
+                if updated == current {
+                    return Ok(Deleted::Pending(current));
+                }
+                match ops::put_if(
+                    self.store.as_ref(),
+                    &key,
+                    Self::encode(&updated)?,
+                    kv.mod_revision,
+                )
+                .await?
+                {
+                    Written::Ok(revision) => {
+                        Self::stamp(info, &mut updated, revision);
+                        return Ok(Deleted::Pending(updated));
+                    }
+                    Written::Conflict(_) => continue,
+                }
+            }
+            if options.dry_run {
+                return Ok(Deleted::Gone(current));
+            }
+            match ops::delete_if(self.store.as_ref(), &key, kv.mod_revision).await? {
+                Written::Ok(_) => return Ok(Deleted::Gone(current)),
+                Written::Conflict(_) => continue,
+            }
+        }
+        Err(ApiError::stale(info, name))
+    }
+
+    /// Does an object pass the list's selectors?
+    pub fn matches(info: &ResourceInfo, object: &Value, options: &ListOptions) -> bool {
+        let labels = meta(object).get("labels").cloned().unwrap_or(Value::Null);
+        options.label_selector.matches_value(&labels)
+            && options
+                .field_selector
+                .matches(&|field: &str| field_value(info, object, field))
+    }
+
+    /// Lists objects, consistent at one revision across pages.
+    pub async fn list(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> ApiResult<ListResult> {
+        let prefix = match namespace.filter(|_| info.namespaced()) {
+            Some(ns) => format!("{}{}/", info.key_prefix(), ns),
+            None => info.key_prefix(),
+        };
+        let range_end = berth_store::prefix_end(&prefix);
+        let (mut start, mut revision) =
+            match options.continue_token.as_deref().filter(|t| !t.is_empty()) {
+                Some(token) => {
+                    let (revision, start) = decode_continue(token)?;
+                    if !start.starts_with(&prefix) {
+                        return Err(ApiError::bad_request(
+                            "continue key is not valid: it does not belong to this list",
+                        ));
+                    }
+                    (start, Some(revision))
+                }
+                None => (prefix.clone(), None),
+            };
+        if revision.is_none() {
+            revision = self.list_revision(options).await?;
+        }
+        // With a fieldSelector on metadata.name, only one key can match.
+        if let Some(name) = options.field_selector.exact("metadata.name")
+            && options.continue_token.is_none()
+        {
+            let key = format!("{prefix}{name}");
+            let names_one_object = namespace.is_some() || !info.namespaced();
+            if names_one_object {
+                let response = self
+                    .store
+                    .range(RangeRequest {
+                        key,
+                        range_end: None,
+                        revision,
+                        limit: None,
+                    })
+                    .await
+                    .map_err(|e| self.list_error(e))?;
+                let mut items = Vec::new();
+                for kv in &response.kvs {
+                    let object = Self::decode(info, kv)?;
+                    if Self::matches(info, &object, options) {
+                        items.push(object);
+                    }
+                }
+                return Ok(ListResult {
+                    items,
+                    revision: response.revision,
+                    continue_token: None,
+                });
+            }
+        }
+        let limit = options.limit.filter(|l| *l > 0);
+        let mut items = Vec::new();
+        let batch = limit.map(|l| l.max(64)).unwrap_or(usize::MAX);
+        loop {
+            let response = self
+                .store
+                .range(RangeRequest {
+                    key: start.clone(),
+                    range_end: Some(range_end.clone()),
+                    revision,
+                    limit: if batch == usize::MAX {
+                        None
+                    } else {
+                        Some(batch)
+                    },
+                })
+                .await
+                .map_err(|e| self.list_error(e))?;
+            // Later pages are read at the revision of the first.
+            revision = Some(response.revision);
+            let served_at = response.revision;
+            let mut last_key = None;
+            for kv in &response.kvs {
+                last_key = Some(kv.key.clone());
+                let object = Self::decode(info, kv)?;
+                if Self::matches(info, &object, options) {
+                    items.push(object);
+                    if let Some(l) = limit
+                        && items.len() == l
+                    {
+                        let more_here = kv.key
+                            != response
+                                .kvs
+                                .last()
+                                .map(|k| k.key.clone())
+                                .unwrap_or_default();
+                        if more_here || response.more {
+                            let next = format!("{}\u{0}", kv.key);
+                            return Ok(ListResult {
+                                items,
+                                revision: served_at,
+                                continue_token: Some(encode_continue(served_at, &next)),
+                            });
+                        }
+                        return Ok(ListResult {
+                            items,
+                            revision: served_at,
+                            continue_token: None,
+                        });
+                    }
+                }
+            }
+            match (response.more, last_key) {
+                (true, Some(last)) => start = format!("{last}\u{0}"),
+                _ => {
+                    return Ok(ListResult {
+                        items,
+                        revision: served_at,
+                        continue_token: None,
+                    });
+                }
+            }
+        }
+    }
+
+    fn list_error(&self, error: berth_store::StoreError) -> ApiError {
+        match error {
+            berth_store::StoreError::Compacted { .. } => ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+            ),
+            other => other.into(),
+        }
+    }
+
+    /// The revision a list without a continue token is served at (`None` = latest).
+    async fn list_revision(&self, options: &ListOptions) -> ApiResult<Option<Revision>> {
+        let Some(rv) = options
+            .resource_version
+            .as_deref()
+            .filter(|v| !v.is_empty() && *v != "0")
+        else {
+            return Ok(None);
+        };
+        let revision = parse_revision(rv)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+        match options.resource_version_match.as_deref() {
+            Some("Exact") => Ok(Some(revision)),
+            None | Some("") | Some("NotOlderThan") => {
+                self.wait_for_revision(revision).await?;
+                Ok(None)
+            }
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid resourceVersionMatch {other:?}"
+            ))),
+        }
+    }
+
+    /// Waits (briefly) until the store has reached `revision`, as a NotOlderThan read needs.
+    async fn wait_for_revision(&self, revision: Revision) -> ApiResult<()> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let current = self.store.revisions().await?.current;
+            if current >= revision {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::timeout(format!(
+                    "Too large resource version: {revision}, current: {current}"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let token = encode_continue(42, "/registry/core/pods/default/a\u{0}");
+        assert_eq!(
+            decode_continue(&token).unwrap(),
+            (42, "/registry/core/pods/default/a\u{0}".to_string())
+        );
+        assert!(decode_continue("!!").is_err());
+        assert!(decode_continue("e30=").is_err());
+    }
+
+    #[test]
+    fn generated_names_have_five_suffix_characters() {
+        let name = generate_name("web-");
+        assert_eq!(name.len(), 9);
+        assert!(name.starts_with("web-"));
+    }
+}

@@ -1,0 +1,462 @@
+//! SQLite-specific behaviour: files and locking, durability across reopen, failure handling,
+//! group commit, integrity checking.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_store::ops::{self, Written};
+use berth_store::sqlite::{InjectedFailure, SqliteStore};
+use berth_store::{Op, OpResponse, RangeRequest, Store, StoreError, Txn, WatchItem, WatchOptions};
+use bytes::Bytes;
+use futures::StreamExt;
+
+fn put_txn(key: &str, value: &str) -> Txn {
+    Txn {
+        success: vec![Op::Put {
+            key: key.to_string(),
+            value: Bytes::from(value.to_string()),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn put(store: &dyn Store, key: &str, value: &str) -> i64 {
+    match store
+        .txn(put_txn(key, value))
+        .await
+        .expect("put")
+        .responses
+        .first()
+    {
+        Some(OpResponse::Put { revision, .. }) => *revision,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The next watch item; a stalled stream fails the test instead of hanging it.
+async fn next(stream: &mut berth_store::WatchStream) -> Option<berth_store::Result<WatchItem>> {
+    tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("watch stalled")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn creates_private_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a/b/data");
+    let store = SqliteStore::open(&dir).unwrap();
+    put(&*store, "/k", "v").await;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("store.db")), 0o600);
+    assert_eq!(mode(&dir.join("lock")), 0o600);
+    assert_eq!(mode(&dir.join("store.db-wal")), 0o600);
+    assert_eq!(store.dir(), dir);
+}
+
+#[tokio::test]
+async fn second_open_is_locked_while_first_lives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(tmp.path()).unwrap();
+    match SqliteStore::open(tmp.path()) {
+        Err(StoreError::Locked(dir)) => assert_eq!(dir, tmp.path().display().to_string()),
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("second open succeeded"),
+    }
+    put(&*first, "/k", "v").await;
+    drop(first);
+    // Dropping the store closes the database and releases the lock before returning.
+    let second = SqliteStore::open(tmp.path()).unwrap();
+    assert_eq!(
+        ops::get(&*second, "/k").await.unwrap().0.map(|kv| kv.value),
+        Some(Bytes::from("v"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_reopen_and_revisions_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut acknowledged = Vec::new();
+    {
+        let store = SqliteStore::open(tmp.path()).unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut written = Vec::new();
+                for i in 0..8 {
+                    let key = format!("/durable/{task}/{i}");
+                    let value = format!("{task}-{i}");
+                    let revision = put(&*store, &key, &value).await;
+                    written.push((key, value, revision));
+                }
+                written
+            }));
+        }
+        for task in tasks {
+            acknowledged.extend(task.await.unwrap());
+        }
+        // Make the newest write a delete, then compact it away: the revision must still be
+        // remembered (it lives in the meta row, not only in the log).
+        let txn = Txn {
+            success: vec![Op::Delete {
+                key: "/durable/0/0".to_string(),
+            }],
+            ..Default::default()
+        };
+        store.txn(txn).await.unwrap();
+        acknowledged.retain(|(key, _, _)| key != "/durable/0/0");
+        let last = store.revisions().await.unwrap().current;
+        assert_eq!(last, 129);
+        store.compact(last).await.unwrap();
+    }
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let revisions = store.revisions().await.unwrap();
+    assert_eq!((revisions.current, revisions.compacted), (129, 129));
+    for (key, value, revision) in &acknowledged {
+        let kv = ops::get(&*store, key)
+            .await
+            .unwrap()
+            .0
+            .expect("acknowledged key is present");
+        assert_eq!(kv.value, Bytes::from(value.clone()));
+        assert_eq!(kv.mod_revision, *revision);
+    }
+    assert_eq!(ops::get(&*store, "/durable/0/0").await.unwrap().0, None);
+    // Revisions are never reused.
+    assert_eq!(put(&*store, "/durable/next", "v").await, 130);
+    let old = RangeRequest {
+        revision: Some(128),
+        ..RangeRequest::prefix("/durable/")
+    };
+    assert_eq!(
+        store.range(old).await,
+        Err(StoreError::Compacted {
+            requested: 128,
+            compacted: 129
+        })
+    );
+}
+
+#[tokio::test]
+async fn failed_fsync_poisons_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let good = put(&*store, "/k", "good").await;
+    let mut watch = store
+        .watch(
+            "/".to_string(),
+            good,
+            WatchOptions {
+                progress_interval: Duration::from_millis(10),
+            },
+        )
+        .await
+        .unwrap();
+
+    store.fail_next_commit(InjectedFailure::Io);
+    assert!(matches!(
+        store.txn(put_txn("/k", "lost")).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    // Every later write is refused too, including ones that would have worked.
+    assert!(matches!(
+        store.txn(put_txn("/other", "x")).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        ops::create(&*store, "/new", Bytes::new()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.compact(good).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(store.stats().poisoned.is_some());
+
+    // Reads keep working and show only what was committed.
+    let (kv, revision) = ops::get(&*store, "/k").await.unwrap();
+    assert_eq!(kv.map(|kv| kv.value), Some(Bytes::from("good")));
+    assert_eq!(revision, good);
+    assert_eq!(store.revisions().await.unwrap().current, good);
+    // Watchers never saw the failed write.
+    loop {
+        match next(&mut watch).await {
+            Some(Ok(WatchItem::Progress(revision))) => {
+                assert_eq!(revision, good);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(watch);
+    drop(store);
+
+    // A restart recovers; the revision continues from the last durable commit.
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    assert_eq!(store.stats().poisoned, None);
+    assert_eq!(
+        ops::get(&*store, "/k").await.unwrap().0.map(|kv| kv.value),
+        Some(Bytes::from("good"))
+    );
+    assert_eq!(put(&*store, "/k", "after").await, good + 1);
+}
+
+#[tokio::test]
+async fn full_disk_fails_the_batch_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let first = put(&*store, "/k", "1").await;
+    store.fail_next_commit(InjectedFailure::NoSpace);
+    assert!(matches!(
+        store.txn(put_txn("/k", "2")).await,
+        Err(StoreError::NoSpace(_))
+    ));
+    assert_eq!(store.stats().poisoned, None);
+    assert_eq!(store.revisions().await.unwrap().current, first);
+    assert_eq!(
+        ops::get(&*store, "/k").await.unwrap().0.map(|kv| kv.value),
+        Some(Bytes::from("1"))
+    );
+    // The failed write's revision was never acknowledged or published, so it is free again.
+    assert_eq!(put(&*store, "/k", "3").await, first + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_are_group_committed() {
+    const WRITERS: usize = 64;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let before = store.stats();
+
+    // Hold the writer so every request is queued before it commits anything: the batch then
+    // deterministically holds all of them.
+    let pause = store.pause_writer().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            match ops::create(&*store, &format!("/group/{i}"), Bytes::from("v"))
+                .await
+                .unwrap()
+            {
+                Written::Ok(revision) => revision,
+                other => panic!("{other:?}"),
+            }
+        }));
+    }
+    while store.stats().queued < WRITERS as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(pause);
+    let mut revisions = Vec::new();
+    for task in tasks {
+        revisions.push(task.await.unwrap());
+    }
+    revisions.sort();
+    assert_eq!(revisions, (1..=WRITERS as i64).collect::<Vec<_>>());
+    let after = store.stats();
+    assert_eq!(after.commits - before.commits, 1, "{after:?}");
+    assert_eq!(after.requests - before.requests, WRITERS as u64);
+    assert_eq!(after.writes - before.writes, WRITERS as u64);
+
+    // Without the pause it still works, whatever batches happen to form.
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            put(&*store, &format!("/free/{i}"), "v").await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let end = store.stats();
+    assert_eq!(end.writes, 2 * WRITERS as u64);
+    assert!(end.commits - after.commits <= WRITERS as u64);
+}
+
+/// In a batch, each txn sees the writes of the txns before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txns_in_one_batch_see_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let pause = store.pause_writer().await.unwrap();
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            ops::create(&*store, "/k", Bytes::from("first"))
+                .await
+                .unwrap()
+        })
+    };
+    while store.stats().queued < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let second = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            ops::create(&*store, "/k", Bytes::from("second"))
+                .await
+                .unwrap()
+        })
+    };
+    while store.stats().queued < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(pause);
+    assert_eq!(first.await.unwrap(), Written::Ok(1));
+    match second.await.unwrap() {
+        Written::Conflict(Some(kv)) => {
+            assert_eq!((kv.value, kv.mod_revision), (Bytes::from("first"), 1))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.stats().commits, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_end_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let options = WatchOptions {
+        progress_interval: Duration::from_millis(10),
+    };
+    let stream = store
+        .watch("/".to_string(), 0, options.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.stats().watchers, 1);
+    drop(stream);
+    assert_eq!(store.stats().watchers, 0);
+
+    // Closing the store ends its watches with an error, then the stream ends.
+    let mut stream = store.watch("/".to_string(), 0, options).await.unwrap();
+    drop(store);
+    loop {
+        match next(&mut stream).await {
+            Some(Ok(WatchItem::Progress(_))) => {}
+            Some(Err(StoreError::Unavailable(_))) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(next(&mut stream).await.is_none());
+}
+
+fn write_store(dir: &Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(dir).unwrap();
+        for i in 0..200 {
+            put(&*store, &format!("/fill/{i:04}"), &"x".repeat(300)).await;
+        }
+    });
+}
+
+fn open_error(dir: &Path) -> StoreError {
+    match SqliteStore::open(dir) {
+        Err(error) => error,
+        Ok(_) => panic!("opening a damaged store succeeded"),
+    }
+}
+
+#[test]
+fn damaged_pages_fail_open_with_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_store(tmp.path());
+    let path = tmp.path().join("store.db");
+    // Closing the last connection checkpointed the WAL into the main file and removed it.
+    assert!(!tmp.path().join("store.db-wal").exists());
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size >= 8 * 4096, "database unexpectedly small: {size}");
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    // Overwrite pages 2..6 (b-tree pages of the tables) with garbage.
+    file.seek(SeekFrom::Start(4096)).unwrap();
+    file.write_all(&vec![0xa5; 4 * 4096]).unwrap();
+    drop(file);
+    match open_error(tmp.path()) {
+        StoreError::Corrupt(message) => assert!(!message.is_empty()),
+        other => panic!("expected Corrupt, got {other}"),
+    }
+}
+
+#[test]
+fn not_a_database_fails_open_with_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("store.db"), vec![0x42; 8192]).unwrap();
+    match open_error(tmp.path()) {
+        StoreError::Corrupt(message) => assert!(message.contains("not a database"), "{message}"),
+        other => panic!("expected Corrupt, got {other}"),
+    }
+}
+
+#[test]
+fn foreign_database_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(tmp.path().join("store.db")).unwrap();
+    conn.execute_batch("CREATE TABLE something (x INTEGER)")
+        .unwrap();
+    drop(conn);
+    match open_error(tmp.path()) {
+        StoreError::Corrupt(message) => assert!(message.contains("not a berth store"), "{message}"),
+        other => panic!("expected Corrupt, got {other}"),
+    }
+}
+
+#[test]
+fn inconsistent_revisions_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_store(tmp.path());
+    let conn = rusqlite::Connection::open(tmp.path().join("store.db")).unwrap();
+    conn.execute_batch("UPDATE meta SET current = 5").unwrap();
+    drop(conn);
+    match open_error(tmp.path()) {
+        StoreError::Corrupt(message) => {
+            assert!(message.contains("inconsistent revisions"), "{message}")
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+}
+
+/// A watcher that falls more than the live feed's capacity behind catches up from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_watcher_rereads_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<SqliteStore> = SqliteStore::open(tmp.path()).unwrap();
+    let options = WatchOptions {
+        progress_interval: Duration::from_secs(3600),
+    };
+    let mut stream = store.watch("/lag/".to_string(), 0, options).await.unwrap();
+    // More commits than the feed buffers, each its own batch, while the watcher reads nothing.
+    const WRITES: i64 = 1100;
+    for i in 0..WRITES {
+        put(&*store, &format!("/lag/{i}"), "v").await;
+    }
+    for i in 0..WRITES {
+        match next(&mut stream).await {
+            Some(Ok(WatchItem::Event(event))) => {
+                assert_eq!(event.kv.mod_revision, i + 1);
+                assert_eq!(event.kv.key, format!("/lag/{i}"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let live = put(&*store, "/lag/live", "v").await;
+    match next(&mut stream).await {
+        Some(Ok(WatchItem::Event(event))) => assert_eq!(event.kv.mod_revision, live),
+        other => panic!("unexpected {other:?}"),
+    }
+}

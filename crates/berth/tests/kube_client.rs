@@ -1,0 +1,295 @@
+//! The control plane driven by kube-rs, the Rust client berth's own controllers use: paging,
+//! watch resumption, 410 Gone after compaction, and durability across kill -9.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Berth;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+
+fn configmap(name: &str, value: &str) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"test": "kube"}},
+        "data": {"value": value}
+    }))
+    .expect("configmap")
+}
+
+async fn create_many(api: &Api<ConfigMap>, prefix: &str, count: usize) {
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            let name = format!("{prefix}-{i:04}");
+            async move {
+                api.create(&PostParams::default(), &configmap(&name, "x"))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("create");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_over_a_thousand_objects_is_consistent() {
+    let berth = Berth::start();
+    let api: Api<ConfigMap> = Api::namespaced(berth.client().await, "default");
+    create_many(&api, "page", 1000).await;
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    let mut revisions = BTreeSet::new();
+    let mut pages = 0;
+    loop {
+        let mut params = ListParams::default().limit(100);
+        if let Some(t) = &token {
+            params = params.continue_token(t);
+        }
+        let page = api.list(&params).await.expect("list page");
+        pages += 1;
+        revisions.insert(page.metadata.resource_version.clone().unwrap_or_default());
+        names.extend(
+            page.items
+                .iter()
+                .map(|c| c.metadata.name.clone().unwrap_or_default()),
+        );
+        // A write between pages must not show up in later pages.
+        if pages == 3 {
+            api.create(&PostParams::default(), &configmap("page-9999-late", "x"))
+                .await
+                .expect("late create");
+        }
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, 10);
+    assert_eq!(names.len(), 1000);
+    assert_eq!(
+        names.iter().collect::<BTreeSet<_>>().len(),
+        1000,
+        "no duplicates across pages"
+    );
+    assert!(
+        !names.iter().any(|n| n.ends_with("late")),
+        "pages share one revision"
+    );
+    assert_eq!(
+        revisions.len(),
+        1,
+        "every page is served at the first page's revision: {revisions:?}"
+    );
+    let selected = api
+        .list(&ListParams::default().labels("test=kube").limit(7))
+        .await
+        .expect("selector list");
+    assert_eq!(selected.items.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_without_missing_or_repeating_events() {
+    let berth = Berth::start();
+    let api: Api<ConfigMap> = Api::namespaced(berth.client().await, "default");
+    let start = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                api.create(
+                    &PostParams::default(),
+                    &configmap(&format!("w-{i:03}"), "x"),
+                )
+                .await
+                .expect("create");
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut resume_from = start;
+    // Watch in short sessions, resuming each from the last resourceVersion seen.
+    while seen.len() < 60 {
+        let stream = api
+            .watch(&WatchParams::default(), &resume_from)
+            .await
+            .expect("watch");
+        let mut stream = stream.boxed();
+        let mut taken = 0;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_secs(10), stream.next()).await
+        {
+            match event.expect("event") {
+                WatchEvent::Added(cm) => {
+                    resume_from = cm.metadata.resource_version.clone().unwrap_or_default();
+                    seen.push(cm.metadata.name.clone().unwrap_or_default());
+                    taken += 1;
+                    if taken == 7 {
+                        break;
+                    }
+                }
+                WatchEvent::Bookmark(b) => resume_from = b.metadata.resource_version,
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+    writer.await.expect("writer");
+    let expected: Vec<String> = (0..60).map(|i| format!("w-{i:03}")).collect();
+    assert_eq!(seen, expected, "every create exactly once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_a_compacted_revision_gets_410() {
+    let berth = Berth::start_with(&["--compaction-interval-seconds", "1"]);
+    let api: Api<ConfigMap> = Api::namespaced(berth.client().await, "default");
+    api.create(&PostParams::default(), &configmap("old", "1"))
+        .await
+        .expect("create");
+    let old = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    for i in 0..5 {
+        api.create(&PostParams::default(), &configmap(&format!("new-{i}"), "1"))
+            .await
+            .expect("create");
+    }
+    // Two compaction passes: the second compacts past everything the first saw.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut stream = api
+        .watch(&WatchParams::default(), &old)
+        .await
+        .expect("watch")
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event")
+        .expect("not ended");
+    match first.expect("event") {
+        WatchEvent::Error(e) => {
+            assert_eq!(e.code, 410, "{e:?}");
+            assert_eq!(e.reason, "Expired", "{e:?}");
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    // A fresh list and watch from its revision works.
+    let fresh = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = api
+        .watch(&WatchParams::default(), &fresh)
+        .await
+        .expect("watch")
+        .boxed();
+    api.create(&PostParams::default(), &configmap("after", "1"))
+        .await
+        .expect("create");
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event")
+        .expect("not ended");
+    assert!(
+        matches!(event.expect("event"), WatchEvent::Added(cm) if cm.metadata.name.as_deref() == Some("after"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_creates_survive_kill_9() {
+    let mut berth = Berth::start();
+    let api: Api<ConfigMap> = Api::namespaced(berth.client().await, "default");
+    let acked: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let api = api.clone();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("d-{w}-{i}");
+                match api
+                    .create(&PostParams::default(), &configmap(&name, "v"))
+                    .await
+                {
+                    Ok(cm) => {
+                        let rv = cm
+                            .metadata
+                            .resource_version
+                            .and_then(|r| r.parse().ok())
+                            .unwrap_or(0);
+                        acked.lock().unwrap().push((name, rv));
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    berth.kill();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 50,
+        "the burst acknowledged only {} writes",
+        acked.len()
+    );
+    berth.launch();
+    let api: Api<ConfigMap> = Api::namespaced(berth.client().await, "default");
+    let listed = api
+        .list(&ListParams::default())
+        .await
+        .expect("list after restart");
+    let present: BTreeSet<String> = listed
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !present.contains(*n))
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    for (name, rv) in &acked {
+        let cm = api.get(name).await.expect("get");
+        assert_eq!(
+            cm.metadata
+                .resource_version
+                .and_then(|r| r.parse::<i64>().ok()),
+            Some(*rv),
+            "{name} kept its revision"
+        );
+    }
+    let max_acked = acked.iter().map(|(_, rv)| *rv).max().unwrap_or(0);
+    let next = api
+        .create(&PostParams::default(), &configmap("after-restart", "v"))
+        .await
+        .expect("create after restart");
+    let next_rv: i64 = next
+        .metadata
+        .resource_version
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        next_rv > max_acked,
+        "revision went backwards: {next_rv} <= {max_acked}"
+    );
+}
