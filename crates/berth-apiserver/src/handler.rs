@@ -100,7 +100,7 @@ where
     Ok(response)
 }
 
-fn header_str<'a, B>(request: &'a Request<B>, name: header::HeaderName) -> Option<&'a str> {
+fn header_str<B>(request: &Request<B>, name: header::HeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -647,6 +647,7 @@ impl Registry {
     }
 
     /// Runs the admission chain for an update and returns the object to store.
+    #[allow(clippy::too_many_arguments)] // The update's whole context; called from update and patch only.
     fn admit_update(
         info: &'static ResourceInfo,
         name: &str,
@@ -845,17 +846,17 @@ impl Registry {
                     ));
                 }
             }
-            if let Some(rv) = options.precondition_resource_version.as_deref() {
-                if parse_revision(rv) != Some(kv.mod_revision) {
-                    return Err(ApiError::conflict(
-                        info,
-                        name,
-                        &format!(
-                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                            kv.mod_revision
-                        ),
-                    ));
-                }
+            if let Some(rv) = options.precondition_resource_version.as_deref()
+                && parse_revision(rv) != Some(kv.mod_revision)
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
             }
             let mut updated = current.clone();
             let mut fins = finalizers(&current);

@@ -341,10 +341,7 @@ fn describe_scale_patch_and_delete() {
         ["ns", "default"],
     ] {
         let out = k.ok(&["describe", what[0], what[1]]);
-        assert!(
-            out.contains(&format!("Name:")) && out.contains(what[1]),
-            "{out}"
-        );
+        assert!(out.contains("Name:") && out.contains(what[1]), "{out}");
     }
 
     assert!(
