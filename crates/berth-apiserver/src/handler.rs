@@ -421,7 +421,16 @@ async fn resource_request(
             )));
         }
         (Some("status") | None, _) => {}
-        (Some("finalize"), Verb::Update) => {}
+        (Some("finalize"), Verb::Update) => {
+            return finalize_namespace(
+                state,
+                info,
+                name.as_deref().unwrap_or(""),
+                content_type,
+                body,
+            )
+            .await;
+        }
         (Some(_), _) => return Err(ApiError::method_not_supported(info, verb.as_str())),
     }
     let subresource = subresource.as_deref().filter(|s| *s == "status");
@@ -784,4 +793,38 @@ async fn binding(
         &success_status(json!({"name": name, "kind": "pods"})),
         &[],
     ))
+}
+
+/// `namespaces/<name>/finalize`: the namespace controller's write of `spec.finalizers`. When the
+/// namespace is being deleted and nothing holds it any more, the write removes it.
+async fn finalize_namespace(
+    state: &State,
+    info: &'static ResourceInfo,
+    name: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> ApiResult<Response<Body>> {
+    let requested = body::decode(content_type, body)?;
+    let finalizers = requested
+        .pointer("/spec/finalizers")
+        .cloned()
+        .unwrap_or(json!([]));
+    if !finalizers.is_array() {
+        return Err(ApiError::bad_request("spec.finalizers must be a list"));
+    }
+    let object = state
+        .registry
+        .guaranteed_update(
+            info,
+            None,
+            name,
+            |current, _| {
+                let mut updated = current.clone();
+                updated["spec"]["finalizers"] = finalizers.clone();
+                Ok(Some(updated))
+            },
+            false,
+        )
+        .await?;
+    Ok(json_response(StatusCode::OK, &object, &[]))
 }

@@ -178,6 +178,23 @@ fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A namespace's `spec.finalizers` (empty for every other kind).
+fn namespace_finalizers(info: &ResourceInfo, object: &Value) -> Vec<String> {
+    if info.plural != "namespaces" || !info.group.is_empty() {
+        return Vec::new();
+    }
+    object
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The object without metadata and status: what a spec change is measured on.
 fn spec_part(object: &Value) -> Value {
     let mut copy = object.clone();
@@ -525,6 +542,7 @@ impl Registry {
                 == 0;
             let delete_now = being_deleted
                 && finalizers(&updated).is_empty()
+                && namespace_finalizers(info, &updated).is_empty()
                 && (info.kind != "Pod" || zero_grace);
             if dry_run {
                 return Ok(updated);
@@ -899,7 +917,9 @@ impl Registry {
             let already_deleting = meta(&current)
                 .get("deletionTimestamp")
                 .is_some_and(|v| !v.is_null());
-            if !fins.is_empty() || grace > 0 {
+            // A namespace also waits for its spec.finalizers: the namespace controller empties
+            // it (through `/finalize`) once everything in the namespace is gone.
+            if !fins.is_empty() || grace > 0 || !namespace_finalizers(info, &current).is_empty() {
                 {
                     let m = meta_mut(&mut updated);
                     if !fins.is_empty() {

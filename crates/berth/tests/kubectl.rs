@@ -607,3 +607,114 @@ fn requests_without_a_valid_token_get_401() {
         .mode();
     assert_eq!(mode & 0o777, 0o700);
 }
+
+#[test]
+fn finalizers_hold_deletion_and_terminating_namespaces_refuse_content() {
+    let berth = Berth::start();
+    let k = berth.kubectl();
+    let held = CONFIGMAP.replace(
+        "name: settings\n",
+        "name: settings\n  finalizers: [example.com/hold]\n",
+    );
+    k.apply(&held);
+    k.ok(&["delete", "cm", "settings", "--wait=false"]);
+    let cm = json(&k.ok(&["get", "cm", "settings", "-o", "json"]));
+    assert!(cm["metadata"]["deletionTimestamp"].is_string(), "{cm}");
+    // No new finalizers once deletion has started.
+    let add = k.run(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/more"}]"#,
+    ]);
+    assert_eq!(add.code, 1);
+    assert!(
+        add.stderr
+            .contains("no new finalizers can be added if the object is being deleted"),
+        "{}",
+        add.stderr
+    );
+    // Removing the last finalizer completes the deletion.
+    k.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    let gone = k.run(&["get", "cm", "settings"]);
+    assert!(gone.stderr.contains("NotFound"), "{gone:?}");
+
+    k.ok(&["create", "namespace", "doomed"]);
+    k.ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    assert_eq!(
+        k.ok(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"]),
+        "Terminating"
+    );
+    let refused = k.run(&[
+        "create",
+        "configmap",
+        "late",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("because it is being terminated"),
+        "{}",
+        refused.stderr
+    );
+    let system = k.run(&["delete", "namespace", "kube-system", "--wait=false"]);
+    assert_eq!(system.code, 1);
+    assert!(system.stderr.contains("Forbidden"), "{}", system.stderr);
+}
+
+#[test]
+fn server_side_apply_and_table_watch() {
+    let berth = Berth::start();
+    let k = berth.kubectl();
+    let run = k.run_stdin(&["apply", "--server-side", "-f", "-"], DEPLOYMENT);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("deployment.apps/web serverside-applied"),
+        "{run:?}"
+    );
+    let run = k.run_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &DEPLOYMENT.replace("replicas: 1", "replicas: 2"),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+
+    // `get -w` in table form: each event is a one-row Table.
+    let mut watcher = k
+        .command(&["get", "deploy", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    k.ok(&["scale", "deploy/web", "--replicas=5"]);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let _ = watcher.kill();
+    let output = watcher.wait_with_output().expect("watch output");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("READY"),
+        "{text}"
+    );
+    assert!(lines.len() >= 3, "the initial row and the change: {text}");
+    assert!(
+        lines.iter().skip(1).all(|l| l.starts_with("web ")),
+        "{text}"
+    );
+}
