@@ -228,19 +228,29 @@ async fn watch(store: &dyn Store, prefix: &str, after: Revision) -> WatchStream 
     }
 }
 
-async fn next_item(stream: &mut WatchStream) -> WatchItem {
-    match tokio::time::timeout(TIMEOUT, stream.next()).await {
+/// The next item, failing the case once `deadline` passes.
+async fn next_item_by(stream: &mut WatchStream, deadline: tokio::time::Instant) -> WatchItem {
+    match tokio::time::timeout_at(deadline, stream.next()).await {
         Ok(Some(Ok(item))) => item,
         Ok(Some(Err(error))) => panic!("watch failed: {error}"),
         Ok(None) => panic!("watch ended"),
-        Err(_) => panic!("nothing from the watch for {TIMEOUT:?}"),
+        Err(_) => panic!("the watch did not deliver what was expected within {TIMEOUT:?}"),
     }
+}
+
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + TIMEOUT
+}
+
+async fn next_item(stream: &mut WatchStream) -> WatchItem {
+    next_item_by(stream, deadline()).await
 }
 
 /// The next event, skipping progress items.
 async fn next_event(stream: &mut WatchStream) -> Event {
+    let deadline = deadline();
     loop {
-        if let WatchItem::Event(event) = next_item(stream).await {
+        if let WatchItem::Event(event) = next_item_by(stream, deadline).await {
             return event;
         }
     }
@@ -256,11 +266,10 @@ async fn next_events(stream: &mut WatchStream, count: usize) -> Vec<Event> {
 
 /// Asserts that no event arrives before a progress item covering `through`.
 async fn expect_quiet(stream: &mut WatchStream, through: Revision) {
+    let deadline = deadline();
     loop {
-        match next_item(stream).await {
-            WatchItem::Event(event) => {
-                panic!("unexpected event (expected quiet through {through}): {event:?}")
-            }
+        match next_item_by(stream, deadline).await {
+            WatchItem::Event(event) => panic!("unexpected event (expected quiet through {through}): {event:?}"),
             WatchItem::Progress(revision) if revision >= through => return,
             WatchItem::Progress(_) => {}
         }
@@ -1031,8 +1040,9 @@ pub async fn progress_when_idle(store: Arc<dyn Store>) {
     let r1 = put(store, "/conformance/progress/a", "1").await;
     let mut stream = watch(store, "/conformance/progress/", r1).await;
     let mut seen = 0;
+    let by = deadline();
     while seen < 3 {
-        match next_item(&mut stream).await {
+        match next_item_by(&mut stream, by).await {
             WatchItem::Progress(revision) => {
                 assert!(revision >= r1);
                 seen += 1;

@@ -231,9 +231,10 @@ async fn perform(store: &dyn Store, action: &Action) -> Observed {
             };
             // Everything up to the current revision, as proven by a progress item covering it.
             let mut events = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             loop {
-                let item = tokio::time::timeout(Duration::from_secs(20), stream.next()).await;
-                match item.expect("watch stalled") {
+                let item = tokio::time::timeout_at(deadline, stream.next()).await;
+                match item.expect("the watch did not catch up") {
                     Some(Ok(WatchItem::Event(event))) => events.push(event),
                     Some(Ok(WatchItem::Progress(revision))) if revision >= current => break,
                     Some(Ok(WatchItem::Progress(_))) => {}

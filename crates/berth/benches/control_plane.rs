@@ -1,1 +1,1749 @@
-fn main() {}
+//! The control plane's benchmark: starts the real `berth up` (the binary Cargo built for this
+//! bench, so release mode under `cargo bench`) on a temporary data dir on the same disk as the
+//! target dir, drives it over HTTPS with a bearer token, and prints one table of results beside
+//! the targets.
+//!
+//! Run it with `cargo bench -p berth --bench control_plane`. Knobs (environment variables):
+//! `BERTH_BENCH_DIR` (where the temporary data dirs go; default: Cargo's target tmp dir) and
+//! `BERTH_BENCH_QUICK=1` (smaller counts, for checking the bench itself).
+//!
+//! The client is a lean one written here (hyper's HTTP/1.1 client connection over tokio-rustls,
+//! one keep-alive connection per simulated client), so the client's own CPU cost, which shares
+//! the machine with the server, stays small. One row repeats the concurrent creates through
+//! kube-rs for comparison.
+//!
+//! This is a benchmark, not a test: nothing here fails on a missed target; it says so.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde::Deserialize;
+use tokio_rustls::TlsConnector;
+
+// ---------------------------------------------------------------------------------------------
+// Sizes and targets
+
+struct Sizes {
+    serial_creates: usize,
+    concurrent_creates: usize,
+    concurrent_clients: usize,
+    kube_rs_creates: usize,
+    dry_run_creates: usize,
+    pods: usize,
+    pod_gets: usize,
+    list_runs: usize,
+    watchers: usize,
+    watch_events: usize,
+    watch_rate: u64,
+    cold_runs: usize,
+    populated_cold_runs: usize,
+    floor_single: usize,
+    floor_batched: usize,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            serial_creates: 2_000,
+            concurrent_creates: 10_000,
+            concurrent_clients: 16,
+            kube_rs_creates: 4_000,
+            dry_run_creates: 5_000,
+            pods: 10_000,
+            pod_gets: 2_000,
+            list_runs: 5,
+            watchers: 100,
+            watch_events: 1_000,
+            watch_rate: 100,
+            cold_runs: 10,
+            populated_cold_runs: 5,
+            floor_single: 3_000,
+            floor_batched: 20_000,
+        }
+    }
+
+    fn quick() -> Sizes {
+        Sizes {
+            serial_creates: 200,
+            concurrent_creates: 1_000,
+            concurrent_clients: 16,
+            kube_rs_creates: 400,
+            dry_run_creates: 500,
+            pods: 1_000,
+            pod_gets: 200,
+            list_runs: 2,
+            watchers: 20,
+            watch_events: 100,
+            watch_rate: 100,
+            cold_runs: 3,
+            populated_cold_runs: 2,
+            floor_single: 300,
+            floor_batched: 2_000,
+        }
+    }
+}
+
+const TARGET_CREATES_PER_SEC: f64 = 5_000.0;
+const TARGET_P99: Duration = Duration::from_millis(10);
+const TARGET_COLD_START: Duration = Duration::from_millis(150);
+const TARGET_IDLE_RSS_KIB: u64 = 30 * 1024;
+
+/// The whole bench is killed (servers and temp dirs cleaned up) if it runs longer than this.
+const DEADLINE: Duration = Duration::from_secs(600);
+/// No single request may take longer than this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: every child berth and the temporary root are registered, so even the watchdog's exit
+// leaves nothing behind.
+
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static ROOT: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn registered_children() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn kill_registered_and_exit(code: i32) -> ! {
+    for pid in registered_children().drain(..) {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    if let Some(root) = ROOT.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        // Give the killed servers a moment to release their files.
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::remove_dir_all(root);
+    }
+    std::process::exit(code);
+}
+
+fn start_watchdog() {
+    std::thread::spawn(|| {
+        std::thread::sleep(DEADLINE);
+        eprintln!(
+            "control_plane bench: still running after {} s; stopping",
+            DEADLINE.as_secs()
+        );
+        kill_registered_and_exit(2);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+struct Server {
+    child: Option<Child>,
+    pid: u32,
+    port: u16,
+    data_dir: PathBuf,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// The server's own "ready in N ms".
+    self_reported_ms: Option<u64>,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn berth_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_berth")
+}
+
+impl Server {
+    /// Spawns `berth up`; returns at once (the clock of a cold start starts before this call).
+    fn spawn(data_dir: &Path) -> Server {
+        let port = free_port();
+        let mut child = Command::new(berth_binary())
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("BERTH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start berth");
+        let pid = child.id();
+        registered_children().push(pid);
+        let stdout = child.stdout.take().expect("berth's stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Server {
+            child: Some(child),
+            pid,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            lines,
+            self_reported_ms: None,
+        }
+    }
+
+    /// Waits for "berth is up" on stdout.
+    fn wait_up(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) if line.starts_with("berth is up") => {
+                    self.self_reported_ms = parse_ready_ms(&line);
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if let Some(child) = self.child.as_mut()
+                        && let Ok(Some(status)) = child.try_wait()
+                    {
+                        bail!("berth exited before it was up: {status}");
+                    }
+                    if Instant::now() > deadline {
+                        bail!("berth did not come up in 30 s");
+                    }
+                }
+            }
+        }
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .context("read /proc/PID/status")?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse::<u64>().ok())
+        };
+        Ok((
+            field("VmRSS:").context("no VmRSS")?,
+            field("VmHWM:").context("no VmHWM")?,
+        ))
+    }
+
+    fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, then waits (killing it after 10 s).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+            registered_children().retain(|p| *p != self.pid);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            registered_children().retain(|p| *p != self.pid);
+        }
+    }
+}
+
+fn parse_ready_ms(line: &str) -> Option<u64> {
+    let rest = line.split("ready in ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A lean HTTPS client: one HTTP/1.1 keep-alive connection per simulated client.
+
+#[derive(Clone)]
+struct Target {
+    port: u16,
+    auth: HeaderValue,
+    tls: TlsConnector,
+}
+
+impl Target {
+    fn load(data_dir: &Path, port: u16) -> anyhow::Result<Target> {
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .context("read admin.token")?
+            .trim()
+            .to_string();
+        if token.is_empty() {
+            bail!("admin.token is empty");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = data_dir.join("pki/ca.crt");
+        for cert in CertificateDer::pem_file_iter(&ca).context("read pki/ca.crt")? {
+            roots
+                .add(cert.context("parse pki/ca.crt")?)
+                .context("add CA")?;
+        }
+        if roots.is_empty() {
+            bail!("no certificate in pki/ca.crt yet");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS versions")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Target {
+            port,
+            auth: HeaderValue::from_str(&format!("Bearer {token}")).context("token header")?,
+            tls: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    async fn connect(&self) -> anyhow::Result<Conn> {
+        let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
+            .await
+            .context("TCP connect")?;
+        tcp.set_nodelay(true).context("nodelay")?;
+        let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")?;
+        let (sender, connection) = http1::handshake(TokioIo::new(tls))
+            .await
+            .context("HTTP handshake")?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Conn {
+            sender,
+            auth: self.auth.clone(),
+        })
+    }
+}
+
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    auth: HeaderValue,
+}
+
+impl Conn {
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<http::Response<Incoming>> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1")
+            .header(header::AUTHORIZATION, self.auth.clone())
+            .header(header::ACCEPT, "application/json");
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
+            .context("build request")?;
+        self.sender.ready().await.context("connection not ready")?;
+        self.sender
+            .send_request(request)
+            .await
+            .context("send request")
+    }
+
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let work = async {
+            let response = self.send(method, path, body).await?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .context("read response body")?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .context("request timed out")?
+    }
+
+    async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        want: StatusCode,
+    ) -> anyhow::Result<Bytes> {
+        let (status, bytes) = self.call(method.clone(), path, body).await?;
+        if status != want {
+            bail!(
+                "{method} {path}: got {status}, want {want}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(bytes)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn new(mut samples: Vec<Duration>) -> Latencies {
+        samples.sort();
+        Latencies(samples)
+    }
+    /// Nearest-rank percentile.
+    fn pct(&self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+    fn max(&self) -> Duration {
+        self.0.last().copied().unwrap_or_default()
+    }
+    fn min(&self) -> Duration {
+        self.0.first().copied().unwrap_or_default()
+    }
+    fn median(&self) -> Duration {
+        self.pct(50.0)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn thousands(n: f64) -> String {
+    let n = n.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What a fixed-count load run measured.
+struct Load {
+    count: usize,
+    wall: Duration,
+    latencies: Latencies,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.wall.as_secs_f64()
+    }
+    fn summary(&self) -> String {
+        format!(
+            "{}/s  (p50 {}, p99 {}, max {}; {} in {:.2} s)",
+            thousands(self.rate()),
+            ms(self.latencies.median()),
+            ms(self.latencies.pct(99.0)),
+            ms(self.latencies.max()),
+            thousands(self.count as f64),
+            self.wall.as_secs_f64()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+struct Row {
+    section: &'static str,
+    metric: String,
+    value: String,
+    target: String,
+    verdict: String,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    misses: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, section: &'static str, metric: impl Into<String>, value: impl Into<String>) {
+        self.rows.push(Row {
+            section,
+            metric: metric.into(),
+            value: value.into(),
+            target: String::new(),
+            verdict: String::new(),
+        });
+    }
+
+    fn check(
+        &mut self,
+        section: &'static str,
+        metric: impl Into<String>,
+        value: impl Into<String>,
+        target: impl Into<String>,
+        met: bool,
+    ) {
+        let metric = metric.into();
+        let target = target.into();
+        if !met {
+            self.misses.push(format!("{metric} (target {target})"));
+        }
+        self.rows.push(Row {
+            section,
+            metric,
+            value: value.into(),
+            target,
+            verdict: if met { "met" } else { "MISSED" }.to_string(),
+        });
+        eprintln!("  {}", self.rows.last().map(line_of).unwrap_or_default());
+    }
+
+    fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        eprintln!("  note: {note}");
+        self.notes.push(note);
+    }
+
+    fn print(&self) {
+        let widths = [
+            self.rows.iter().map(|r| r.section.len()).max().unwrap_or(0),
+            self.rows.iter().map(|r| r.metric.len()).max().unwrap_or(0),
+            self.rows.iter().map(|r| r.value.len()).max().unwrap_or(0),
+            self.rows
+                .iter()
+                .map(|r| r.target.len())
+                .max()
+                .unwrap_or(0)
+                .max(6),
+        ];
+        let header = format!(
+            "| {:w0$} | {:w1$} | {:w2$} | {:w3$} | {:6} |",
+            "area",
+            "metric",
+            "result",
+            "target",
+            "",
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        );
+        println!("{header}");
+        println!(
+            "|{}|{}|{}|{}|{}|",
+            "-".repeat(widths[0] + 2),
+            "-".repeat(widths[1] + 2),
+            "-".repeat(widths[2] + 2),
+            "-".repeat(widths[3] + 2),
+            "-".repeat(8)
+        );
+        let mut sections: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            if !sections.contains(&r.section) {
+                sections.push(r.section);
+            }
+        }
+        let grouped = sections
+            .iter()
+            .flat_map(|s| self.rows.iter().filter(move |r| r.section == *s));
+        for r in grouped {
+            println!(
+                "| {:w0$} | {:w1$} | {:w2$} | {:w3$} | {:6} |",
+                r.section,
+                r.metric,
+                r.value,
+                r.target,
+                r.verdict,
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            );
+        }
+        println!();
+        if self.misses.is_empty() {
+            println!("All stated targets are met.");
+        } else {
+            println!("TARGETS MISSED ({}):", self.misses.len());
+            for m in &self.misses {
+                println!("  - {m}");
+            }
+        }
+        if !self.notes.is_empty() {
+            println!();
+            println!("Notes:");
+            for n in &self.notes {
+                println!("  - {n}");
+            }
+        }
+    }
+}
+
+fn line_of(r: &Row) -> String {
+    if r.target.is_empty() {
+        format!("{}: {}", r.metric, r.value)
+    } else {
+        format!(
+            "{}: {}   [target {}: {}]",
+            r.metric, r.value, r.target, r.verdict
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine and the disk
+
+fn first_line_with(path: &str, prefix: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The mount the path lives on (longest mount point that is a prefix of it), from /proc/mounts.
+fn filesystem_of(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut best: Option<(usize, String)> = None;
+    for line in mounts.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 4 {
+            continue;
+        }
+        let mount_point = Path::new(fields[1]);
+        if path.starts_with(mount_point) {
+            let len = fields[1].len();
+            if best.as_ref().is_none_or(|(l, _)| len >= *l) {
+                best = Some((
+                    len,
+                    format!("{} on {} ({})", fields[0], fields[1], fields[2]),
+                ));
+            }
+        }
+    }
+    let magic = rustix::fs::statfs(&path)
+        .map(|s| format!("statfs f_type {:#x}", s.f_type))
+        .unwrap_or_else(|e| format!("statfs failed: {e}"));
+    match best {
+        Some((_, m)) => format!("{m}, {magic}"),
+        None => magic,
+    }
+}
+
+fn is_tmpfs(path: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    rustix::fs::statfs(path)
+        .map(|s| {
+            let t = s.f_type as i64;
+            t == TMPFS_MAGIC || t == RAMFS_MAGIC
+        })
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The floor: raw SQLite on the same disk.
+
+fn sqlite_floor(dir: &Path, rows: usize, per_commit: usize, value: &[u8]) -> anyhow::Result<f64> {
+    let path = dir.join(format!("floor-{per_commit}.db"));
+    let conn = rusqlite::Connection::open(&path).context("open floor db")?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+        .context("WAL")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!("floor db is not in WAL mode: {mode}");
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .context("synchronous")?;
+    conn.execute_batch("CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL)")
+        .context("create table")?;
+    let started = Instant::now();
+    let mut i = 0;
+    while i < rows {
+        conn.execute_batch("BEGIN IMMEDIATE").context("begin")?;
+        {
+            let mut insert = conn
+                .prepare_cached("INSERT INTO kv (key, value) VALUES (?1, ?2)")
+                .context("prepare")?;
+            for _ in 0..per_commit.min(rows - i) {
+                let key = format!("/registry/configmaps/floor/c-{i:08}");
+                insert
+                    .execute(rusqlite::params![key.as_bytes(), value])
+                    .context("insert")?;
+                i += 1;
+            }
+        }
+        conn.execute_batch("COMMIT").context("commit")?;
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    Ok(rate)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Cold start to the first served request.
+
+/// One authenticated GET /api/v1/namespaces on a fresh connection; Ok(()) on a 200.
+async fn probe(data_dir: &Path, port: u16) -> anyhow::Result<()> {
+    let target = Target::load(data_dir, port)?;
+    let mut conn = target.connect().await?;
+    conn.expect(Method::GET, "/api/v1/namespaces", None, StatusCode::OK)
+        .await?;
+    Ok(())
+}
+
+/// Spawns berth on `data_dir` and polls (every 250 µs, on a thread of its own) until an
+/// authenticated GET /api/v1/namespaces succeeds. Returns the time from spawn and the server's
+/// own "ready in" figure.
+fn cold_start(data_dir: &Path) -> anyhow::Result<(Duration, Option<u64>)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("probe runtime")?;
+    let started = Instant::now();
+    let mut server = Server::spawn(data_dir);
+    let elapsed = loop {
+        if runtime.block_on(probe(data_dir, server.port)).is_ok() {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("berth did not serve a request within 30 s");
+        }
+        if let Some(child) = server.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            bail!("berth exited during a cold start: {status}");
+        }
+        std::thread::sleep(Duration::from_micros(250));
+    };
+    server.wait_up()?;
+    let reported = server.self_reported_ms;
+    server.stop();
+    Ok((elapsed, reported))
+}
+
+fn cold_starts(
+    report: &mut Report,
+    root: &Path,
+    runs: usize,
+) -> anyhow::Result<(Latencies, Latencies)> {
+    let mut fresh = Vec::new();
+    let mut existing = Vec::new();
+    let mut reported_fresh = Vec::new();
+    let mut reported_existing = Vec::new();
+    for run in 0..runs {
+        let dir = root.join(format!("cold-{run}"));
+        let (t, r) = cold_start(&dir)?;
+        fresh.push(t);
+        reported_fresh.extend(r);
+        let (t, r) = cold_start(&dir)?;
+        existing.push(t);
+        reported_existing.extend(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let fresh = Latencies::new(fresh);
+    let existing = Latencies::new(existing);
+    reported_fresh.sort();
+    reported_existing.sort();
+    let med = |v: &[u64]| v.get(v.len() / 2).copied().unwrap_or(0);
+    report.check(
+        "cold start",
+        format!("spawn -> first authenticated GET, fresh data dir ({runs} runs)"),
+        format!(
+            "min {}, median {}, max {}",
+            ms(fresh.min()),
+            ms(fresh.median()),
+            ms(fresh.max())
+        ),
+        "< 150 ms",
+        fresh.median() < TARGET_COLD_START,
+    );
+    report.check(
+        "cold start",
+        format!("spawn -> first authenticated GET, existing data dir ({runs} runs)"),
+        format!(
+            "min {}, median {}, max {}",
+            ms(existing.min()),
+            ms(existing.median()),
+            ms(existing.max())
+        ),
+        "< 150 ms",
+        existing.median() < TARGET_COLD_START,
+    );
+    report.add(
+        "cold start",
+        "server's own \"ready in\" (median, fresh / existing)",
+        format!(
+            "{} ms / {} ms",
+            med(&reported_fresh),
+            med(&reported_existing)
+        ),
+    );
+    Ok((fresh, existing))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1, 2. Fixed-count loads
+
+/// Runs `total` requests over `clients` connections (each client takes the next index until
+/// none is left). `make(i)` gives the request. Connection setup is not timed.
+async fn load<F>(target: &Target, clients: usize, total: usize, make: F) -> anyhow::Result<Load>
+where
+    F: Fn(usize) -> (Method, String, Option<Bytes>, StatusCode) + Send + Sync + 'static,
+{
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(target.connect().await?);
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let make = Arc::new(make);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut conn in conns {
+        let next = next.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total / clients + 1);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let (method, path, body, want) = make(i);
+                let t = Instant::now();
+                conn.expect(method, &path, body, want).await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for task in tasks {
+        all.extend(task.await.context("load task panicked")??);
+    }
+    Ok(Load {
+        count: total,
+        wall: started.elapsed(),
+        latencies: Latencies::new(all),
+    })
+}
+
+fn configmap(name: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","labels":{{"bench":"creates"}}}},"data":{{"greeting":"hello","payload":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}}}"#
+    ))
+}
+
+fn pod(name: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"app":"bench"}}}},"spec":{{"containers":[{{"name":"main","image":"busybox:1.36","command":["sleep","3600"],"resources":{{"requests":{{"cpu":"10m","memory":"16Mi"}}}}}}]}}}}"#
+    ))
+}
+
+async fn create_namespace(conn: &mut Conn, name: &str) -> anyhow::Result<()> {
+    let body = format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}"}}}}"#);
+    conn.expect(
+        Method::POST,
+        "/api/v1/namespaces",
+        Some(Bytes::from(body)),
+        StatusCode::CREATED,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct ListMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: String,
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListShape {
+    metadata: ListMeta,
+    items: Vec<serde::de::IgnoredAny>,
+}
+
+fn parse_list(bytes: &[u8]) -> anyhow::Result<ListShape> {
+    serde_json::from_slice(bytes).context("parse list")
+}
+
+async fn creates(
+    report: &mut Report,
+    target: &Target,
+    sizes: &Sizes,
+    data_dir: &Path,
+    port: u16,
+) -> anyhow::Result<(Load, Load)> {
+    let mut conn = target.connect().await?;
+    create_namespace(&mut conn, "creates").await?;
+    create_namespace(&mut conn, "kubers").await?;
+    create_namespace(&mut conn, "dryrun").await?;
+    let path = "/api/v1/namespaces/creates/configmaps";
+
+    // Warm-up (not reported): connections, caches, the store's page cache.
+    load(target, 4, 400, move |i| {
+        (
+            Method::POST,
+            path.to_string(),
+            Some(configmap(&format!("warm-{i:06}"))),
+            StatusCode::CREATED,
+        )
+    })
+    .await?;
+
+    eprintln!("creates: 1 client x {}", sizes.serial_creates);
+    let serial = load(target, 1, sizes.serial_creates, move |i| {
+        (
+            Method::POST,
+            path.to_string(),
+            Some(configmap(&format!("serial-{i:06}"))),
+            StatusCode::CREATED,
+        )
+    })
+    .await?;
+    report.add(
+        "creates",
+        format!(
+            "durable ConfigMap creates, 1 client, {}",
+            thousands(sizes.serial_creates as f64)
+        ),
+        serial.summary(),
+    );
+
+    let clients = sizes.concurrent_clients;
+    eprintln!("creates: {clients} clients, {} total", sizes.concurrent_creates);
+    let concurrent = load(target, clients, sizes.concurrent_creates, move |i| {
+        (
+            Method::POST,
+            path.to_string(),
+            Some(configmap(&format!("conc-{i:06}"))),
+            StatusCode::CREATED,
+        )
+    })
+    .await?;
+    report.check(
+        "creates",
+        format!(
+            "durable ConfigMap creates/s, {clients} clients, {} total",
+            thousands(sizes.concurrent_creates as f64)
+        ),
+        concurrent.summary(),
+        ">= 5,000/s",
+        concurrent.rate() >= TARGET_CREATES_PER_SEC,
+    );
+    report.check(
+        "creates",
+        format!("create latency, {clients} clients (p50 / p99 / max)"),
+        format!(
+            "{} / {} / {}",
+            ms(concurrent.latencies.median()),
+            ms(concurrent.latencies.pct(99.0)),
+            ms(concurrent.latencies.max())
+        ),
+        "p99 < 10 ms",
+        concurrent.latencies.pct(99.0) < TARGET_P99,
+    );
+
+    // Attribution: the same requests with dryRun=All run everything but the store's commit.
+    eprintln!("creates: {clients} clients, dryRun=All x {}", sizes.dry_run_creates);
+    let dry = load(target, clients, sizes.dry_run_creates, |i| {
+        (
+            Method::POST,
+            "/api/v1/namespaces/dryrun/configmaps?dryRun=All".to_string(),
+            Some(configmap(&format!("dry-{i:06}"))),
+            StatusCode::CREATED,
+        )
+    })
+    .await?;
+    report.add(
+        "creates",
+        format!("same, dryRun=All (no commit), {clients} clients"),
+        dry.summary(),
+    );
+    let gets = load(target, clients, sizes.dry_run_creates, |_| {
+        (
+            Method::GET,
+            "/api/v1/namespaces/default".to_string(),
+            None,
+            StatusCode::OK,
+        )
+    })
+    .await?;
+    report.add(
+        "creates",
+        format!("GET /api/v1/namespaces/default, {clients} clients (HTTPS+store read floor)"),
+        gets.summary(),
+    );
+
+    // The same creates through kube-rs, for comparison with the lean client.
+    eprintln!("creates: kube-rs, {clients} tasks x {}", sizes.kube_rs_creates);
+    let kube_load = kube_rs_creates(data_dir, port, clients, sizes.kube_rs_creates).await?;
+    report.add(
+        "creates",
+        format!("same creates through kube-rs, {clients} concurrent tasks, one kube::Client"),
+        kube_load.summary(),
+    );
+    Ok((serial, concurrent))
+}
+
+async fn kube_rs_creates(
+    data_dir: &Path,
+    port: u16,
+    tasks: usize,
+    total: usize,
+) -> anyhow::Result<Load> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let kubeconfig = kube::config::Kubeconfig::read_from(data_dir.join("admin.kubeconfig"))
+        .context("read kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .context("kube config")?;
+    if config.cluster_url.port_u16() != Some(port) {
+        bail!("the kubeconfig names {}, not port {port}", config.cluster_url);
+    }
+    let client = kube::Client::try_from(config).context("kube client")?;
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "kubers");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let api = api.clone();
+        let next = next.clone();
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let object: ConfigMap = serde_json::from_slice(&configmap(&format!("kube-{i:06}")))
+                    .context("configmap json")?;
+                let t = Instant::now();
+                tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    api.create(&kube::api::PostParams::default(), &object),
+                )
+                .await
+                .context("kube-rs create timed out")?
+                .context("kube-rs create")?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for handle in handles {
+        all.extend(handle.await.context("kube-rs task panicked")??);
+    }
+    Ok(Load {
+        count: total,
+        wall: started.elapsed(),
+        latencies: Latencies::new(all),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Pods: get one, list 10,000.
+
+async fn pods(
+    report: &mut Report,
+    target: &Target,
+    sizes: &Sizes,
+    server: &Server,
+) -> anyhow::Result<()> {
+    let mut conn = target.connect().await?;
+    create_namespace(&mut conn, "pods").await?;
+    let clients = sizes.concurrent_clients;
+    eprintln!("pods: creating {} ({clients} clients)", sizes.pods);
+    let created = load(target, clients, sizes.pods, |i| {
+        (
+            Method::POST,
+            "/api/v1/namespaces/pods/pods".to_string(),
+            Some(pod(&format!("pod-{i:06}"))),
+            StatusCode::CREATED,
+        )
+    })
+    .await?;
+    report.add(
+        "pods",
+        format!(
+            "create {} Pods (busybox), {clients} clients",
+            thousands(sizes.pods as f64)
+        ),
+        created.summary(),
+    );
+    let (rss, _) = server.rss_kib()?;
+    report.add(
+        "memory",
+        format!(
+            "VmRSS after {} Pods (+{} ConfigMaps)",
+            thousands(sizes.pods as f64),
+            thousands((sizes.serial_creates + sizes.concurrent_creates + sizes.kube_rs_creates + 400) as f64)
+        ),
+        mib(rss),
+    );
+
+    eprintln!("pods: GET one x {}", sizes.pod_gets);
+    let one = format!("/api/v1/namespaces/pods/pods/pod-{:06}", sizes.pods / 2);
+    let get = load(target, 1, sizes.pod_gets, move |_| {
+        (Method::GET, one.clone(), None, StatusCode::OK)
+    })
+    .await?;
+    report.check(
+        "pods",
+        "GET one Pod, 1 client (p50 / p99 / max)",
+        format!(
+            "{} / {} / {}  ({}/s)",
+            ms(get.latencies.median()),
+            ms(get.latencies.pct(99.0)),
+            ms(get.latencies.max()),
+            thousands(get.rate())
+        ),
+        "p99 < 10 ms",
+        get.latencies.pct(99.0) < TARGET_P99,
+    );
+
+    eprintln!("pods: LIST all x {}", sizes.list_runs);
+    let mut full = Vec::new();
+    let mut size = 0;
+    for _ in 0..sizes.list_runs {
+        let t = Instant::now();
+        let bytes = conn
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/pods/pods",
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        let list = parse_list(&bytes)?;
+        full.push(t.elapsed());
+        if list.items.len() != sizes.pods {
+            bail!("listed {} pods, want {}", list.items.len(), sizes.pods);
+        }
+        size = bytes.len();
+    }
+    let full = Latencies::new(full);
+    report.add(
+        "pods",
+        format!(
+            "LIST {} Pods, one response ({} runs)",
+            thousands(sizes.pods as f64),
+            sizes.list_runs
+        ),
+        format!(
+            "min {}, median {}  ({:.1} MB JSON)",
+            ms(full.min()),
+            ms(full.median()),
+            size as f64 / 1e6
+        ),
+    );
+
+    let mut paged = Vec::new();
+    let mut pages = 0;
+    for _ in 0..sizes.list_runs {
+        let t = Instant::now();
+        let mut items = 0;
+        let mut continue_token: Option<String> = None;
+        pages = 0;
+        loop {
+            let path = match &continue_token {
+                Some(token) => format!("/api/v1/namespaces/pods/pods?limit=500&continue={token}"),
+                None => "/api/v1/namespaces/pods/pods?limit=500".to_string(),
+            };
+            let bytes = conn.expect(Method::GET, &path, None, StatusCode::OK).await?;
+            let list = parse_list(&bytes)?;
+            items += list.items.len();
+            pages += 1;
+            match list.metadata.continue_token.filter(|t| !t.is_empty()) {
+                Some(token) => continue_token = Some(token),
+                None => break,
+            }
+        }
+        paged.push(t.elapsed());
+        if items != sizes.pods {
+            bail!("paged list gave {items} pods, want {}", sizes.pods);
+        }
+    }
+    let paged = Latencies::new(paged);
+    report.add(
+        "pods",
+        format!(
+            "LIST {} Pods, limit=500 ({pages} pages, {} runs)",
+            thousands(sizes.pods as f64),
+            sizes.list_runs
+        ),
+        format!("min {}, median {}", ms(paged.min()), ms(paged.median())),
+    );
+    let (rss, hwm) = server.rss_kib()?;
+    report.add(
+        "memory",
+        "VmRSS after the lists (VmHWM = peak)",
+        format!("{} (peak {})", mib(rss), mib(hwm)),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Watch delivery latency.
+
+#[derive(Deserialize)]
+struct EventShape {
+    #[serde(rename = "type")]
+    kind: String,
+    object: ObjectShape,
+}
+
+#[derive(Deserialize)]
+struct ObjectShape {
+    metadata: NameShape,
+}
+
+#[derive(Deserialize)]
+struct NameShape {
+    #[serde(default)]
+    name: String,
+}
+
+const NOT_YET: u64 = u64::MAX;
+
+/// Reads a watch stream until it has seen all `count` objects (named `w-NNNNNN`) or the
+/// deadline; returns the receive time (ns since `base`) per object.
+async fn watcher(
+    mut conn: Conn,
+    path: String,
+    count: usize,
+    base: Instant,
+    deadline: Instant,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<Vec<u64>> {
+    let response = conn.send(Method::GET, &path, None).await?;
+    if response.status() != StatusCode::OK {
+        bail!("watch: status {}", response.status());
+    }
+    let _ = ready.send(()).await;
+    drop(ready);
+    let mut body = response.into_body();
+    let mut received = vec![NOT_YET; count];
+    let mut seen = 0;
+    let mut buffer: Vec<u8> = Vec::new();
+    while seen < count {
+        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Ok(Some(frame)) => frame.context("watch stream")?,
+            Ok(None) => bail!("watch stream ended after {seen} of {count} events"),
+            Err(_) => break,
+        };
+        let now = base.elapsed().as_nanos() as u64;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buffer.extend_from_slice(&data);
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let event: EventShape = serde_json::from_slice(&line).context("watch event")?;
+            if event.kind != "ADDED" {
+                continue;
+            }
+            if let Some(i) = event
+                .object
+                .metadata
+                .name
+                .strip_prefix("w-")
+                .and_then(|n| n.parse::<usize>().ok())
+                && i < count
+                && received[i] == NOT_YET
+            {
+                received[i] = now;
+                seen += 1;
+            }
+        }
+    }
+    Ok(received)
+}
+
+async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> anyhow::Result<()> {
+    let mut conn = target.connect().await?;
+    create_namespace(&mut conn, "watch").await?;
+    let bytes = conn
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/watch/configmaps",
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    let rv = parse_list(&bytes)?.metadata.resource_version;
+    let count = sizes.watch_events;
+    let watchers = sizes.watchers;
+    let rate = sizes.watch_rate;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let base = Instant::now();
+    let deadline = base + interval * count as u32 + Duration::from_secs(20);
+
+    eprintln!("watch: {watchers} watchers, {count} writes at {rate}/s");
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(watchers);
+    let mut handles = Vec::new();
+    for _ in 0..watchers {
+        let conn = target.connect().await?;
+        let path = format!(
+            "/api/v1/namespaces/watch/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=300"
+        );
+        handles.push(tokio::spawn(watcher(
+            conn,
+            path,
+            count,
+            base,
+            deadline,
+            ready_tx.clone(),
+        )));
+    }
+    drop(ready_tx);
+    for _ in 0..watchers {
+        ready_rx
+            .recv()
+            .await
+            .context("a watcher failed to start")?;
+    }
+
+    // Writers: paced, 4 connections so one slow create does not delay the schedule.
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(NOT_YET)).collect());
+    let acked: Arc<Vec<AtomicU64>> =
+        Arc::new((0..count).map(|_| AtomicU64::new(NOT_YET)).collect());
+    let writers = 4;
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut writer_handles = Vec::new();
+    for w in 0..writers {
+        let mut conn = target.connect().await?;
+        let sent = sent.clone();
+        let acked = acked.clone();
+        writer_handles.push(tokio::spawn(async move {
+            for i in (w..count).step_by(writers) {
+                tokio::time::sleep_until((start + interval * i as u32).into()).await;
+                sent[i].store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                conn.expect(
+                    Method::POST,
+                    "/api/v1/namespaces/watch/configmaps",
+                    Some(configmap(&format!("w-{i:06}"))),
+                    StatusCode::CREATED,
+                )
+                .await?;
+                acked[i].store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for handle in writer_handles {
+        handle.await.context("writer panicked")??;
+    }
+    let mut from_send = Vec::with_capacity(count * watchers);
+    let mut from_ack: Vec<i64> = Vec::with_capacity(count * watchers);
+    let mut missing = 0usize;
+    let mut first_send = u64::MAX;
+    let mut last_receive = 0u64;
+    for s in sent.iter() {
+        first_send = first_send.min(s.load(Ordering::SeqCst));
+    }
+    for handle in handles {
+        let received = handle.await.context("watcher panicked")??;
+        for (i, r) in received.into_iter().enumerate() {
+            if r == NOT_YET {
+                missing += 1;
+                continue;
+            }
+            let s = sent[i].load(Ordering::SeqCst);
+            let a = acked[i].load(Ordering::SeqCst);
+            from_send.push(Duration::from_nanos(r.saturating_sub(s)));
+            from_ack.push(r as i64 - a as i64);
+            last_receive = last_receive.max(r);
+        }
+    }
+    let delivered = from_send.len();
+    let from_send = Latencies::new(from_send);
+    from_ack.sort();
+    let ack_pct = |p: f64| {
+        let rank = ((p / 100.0) * from_ack.len() as f64).ceil() as usize;
+        from_ack
+            .get(rank.clamp(1, from_ack.len().max(1)) - 1)
+            .copied()
+            .unwrap_or(0)
+    };
+    let signed_ms = |ns: i64| format!("{:+.2} ms", ns as f64 / 1e6);
+    let span = Duration::from_nanos(last_receive.saturating_sub(first_send));
+    report.check(
+        "watch",
+        format!("{watchers} watchers, {count} creates at {rate}/s: receive - send (p50 / p99 / max)"),
+        format!(
+            "{} / {} / {}",
+            ms(from_send.median()),
+            ms(from_send.pct(99.0)),
+            ms(from_send.max())
+        ),
+        "p99 < 10 ms",
+        from_send.pct(99.0) < TARGET_P99,
+    );
+    report.add(
+        "watch",
+        "receive - write acknowledged (p50 / p99; negative = event before the ack)",
+        format!("{} / {}", signed_ms(ack_pct(50.0)), signed_ms(ack_pct(99.0))),
+    );
+    report.add(
+        "watch",
+        "events delivered",
+        format!(
+            "{} of {} ({} missing), {}/s over {:.2} s",
+            thousands(delivered as f64),
+            thousands((count * watchers) as f64),
+            missing,
+            thousands(delivered as f64 / span.as_secs_f64().max(1e-9)),
+            span.as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+/// The most events/s the watchers can take: writes as fast as 16 clients can make them.
+async fn watch_throughput(
+    report: &mut Report,
+    target: &Target,
+    sizes: &Sizes,
+) -> anyhow::Result<()> {
+    let count = sizes.watch_events;
+    let watchers = sizes.watchers;
+    let mut conn = target.connect().await?;
+    create_namespace(&mut conn, "watch2").await?;
+    let bytes = conn
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/watch2/configmaps",
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    let rv = parse_list(&bytes)?.metadata.resource_version;
+    let base = Instant::now();
+    let deadline = base + Duration::from_secs(60);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(watchers);
+    let mut handles = Vec::new();
+    for _ in 0..watchers {
+        let conn = target.connect().await?;
+        let path = format!(
+            "/api/v1/namespaces/watch2/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=300"
+        );
+        handles.push(tokio::spawn(watcher(
+            conn,
+            path,
+            count,
+            base,
+            deadline,
+            ready_tx.clone(),
+        )));
+    }
+    drop(ready_tx);
+    for _ in 0..watchers {
+        ready_rx
+            .recv()
+            .await
+            .context("a watcher failed to start")?;
+    }
+    eprintln!("watch: {watchers} watchers, {count} writes as fast as possible");
+    let started = base.elapsed().as_nanos() as u64;
+    let writes = load(target, sizes.concurrent_clients, count, |i| {
+        (
+            Method::POST,
+            "/api/v1/namespaces/watch2/configmaps".to_string(),
+            Some(configmap(&format!("w-{i:06}"))),
+            StatusCode::CREATED,
+        )
+    })
+    .await?;
+    let mut delivered = 0usize;
+    let mut last = 0u64;
+    for handle in handles {
+        for r in handle.await.context("watcher panicked")?? {
+            if r != NOT_YET {
+                delivered += 1;
+                last = last.max(r);
+            }
+        }
+    }
+    let span = Duration::from_nanos(last.saturating_sub(started));
+    report.add(
+        "watch",
+        format!("{watchers} watchers, {count} creates unpaced ({} clients)", sizes.concurrent_clients),
+        format!(
+            "{}/s events delivered ({} of {} in {:.2} s; writes ran at {}/s)",
+            thousands(delivered as f64 / span.as_secs_f64().max(1e-9)),
+            thousands(delivered as f64),
+            thousands((count * watchers) as f64),
+            span.as_secs_f64(),
+            thousands(writes.rate())
+        ),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn machine(report: &mut Report, dir: &Path) {
+    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "?".into());
+    let mem = first_line_with("/proc/meminfo", "MemTotal").unwrap_or_else(|| "?".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    report.add("machine", "CPU", format!("{cores} x {cpu}"));
+    report.add("machine", "memory", mem);
+    report.add("machine", "kernel", kernel);
+    report.add("machine", "data dir", dir.display().to_string());
+    report.add("machine", "data dir filesystem", filesystem_of(dir));
+    report.add("machine", "load average at start (1/5/15 min)", loadavg());
+    report.add("machine", "server binary", berth_binary().to_string());
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not, and a bench is no test.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("control_plane: a benchmark; run it with `cargo bench -p berth --bench control_plane`");
+        return;
+    }
+    start_watchdog();
+    let quick = std::env::var("BERTH_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let parent = std::env::var_os("BERTH_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&parent).expect("create the bench's parent dir");
+    let root = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir_in(&parent)
+        .expect("make the bench's temp dir");
+    *ROOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.path().to_path_buf());
+
+    let started = Instant::now();
+    let mut report = Report::default();
+    let result = run(&mut report, &sizes, root.path());
+    let total = started.elapsed();
+    println!();
+    println!(
+        "berth control plane benchmark{} ({:.0} s)",
+        if quick { " (QUICK sizes)" } else { "" },
+        total.as_secs_f64()
+    );
+    println!();
+    report.print();
+    println!();
+    println!("load average at end (1/5/15 min): {}", loadavg());
+    *ROOT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    drop(root);
+    if let Err(error) = result {
+        eprintln!("control_plane bench failed: {error:#}");
+        kill_registered_and_exit(1);
+    }
+}
+
+fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
+    machine(report, root);
+    if is_tmpfs(root) {
+        report.note(format!(
+            "{} is on tmpfs: durability numbers mean nothing there; set BERTH_BENCH_DIR to a disk",
+            root.display()
+        ));
+    }
+    if cfg!(debug_assertions) {
+        report.note("this bench was built without optimizations; numbers are not representative");
+    }
+
+    // 6. The floor first, while nothing else of ours runs.
+    eprintln!("floor: raw SQLite");
+    let value = configmap("floor-value-of-typical-size");
+    let floor_dir = root.join("floor");
+    std::fs::create_dir_all(&floor_dir).context("floor dir")?;
+    let single = sqlite_floor(&floor_dir, sizes.floor_single, 1, &value)?;
+    let batched16 = sqlite_floor(&floor_dir, sizes.floor_batched, 16, &value)?;
+    let batched256 = sqlite_floor(&floor_dir, sizes.floor_batched, 256, &value)?;
+    report.add(
+        "floor",
+        "raw SQLite, WAL, synchronous=FULL, 1 row per commit",
+        format!("{}/s", thousands(single)),
+    );
+    report.add(
+        "floor",
+        "raw SQLite, same, 16 rows per commit",
+        format!("{}/s", thousands(batched16)),
+    );
+    report.add(
+        "floor",
+        "raw SQLite, same, 256 rows per commit",
+        format!("{}/s", thousands(batched256)),
+    );
+
+    // 4. Cold starts (each its own server, stopped before the next).
+    eprintln!("cold start: {} fresh + {} existing", sizes.cold_runs, sizes.cold_runs);
+    cold_starts(report, root, sizes.cold_runs)?;
+
+    // The long-running server for everything else.
+    let data_dir = root.join("main");
+    let mut server = Server::spawn(&data_dir);
+    server.wait_up()?;
+    let target = Target::load(&data_dir, server.port)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("bench runtime")?;
+    runtime.block_on(async {
+        let mut conn = target.connect().await?;
+        conn.expect(Method::GET, "/api/v1/namespaces", None, StatusCode::OK)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    // 5. Idle RSS.
+    let (rss, _) = server.rss_kib()?;
+    report.check(
+        "memory",
+        format!("idle VmRSS after start (1 request served; {} threads)", server.threads()),
+        mib(rss),
+        "< 30 MiB",
+        rss < TARGET_IDLE_RSS_KIB,
+    );
+
+    let (serial, concurrent) = runtime.block_on(creates(
+        report,
+        &target,
+        sizes,
+        &data_dir,
+        server.port,
+    ))?;
+    for (label, rate) in [
+        ("1 client", serial.rate()),
+        (
+            &*format!("{} clients", sizes.concurrent_clients),
+            concurrent.rate(),
+        ),
+    ] {
+        report.add(
+            "floor",
+            format!("ratio: berth creates/s ({label}) / raw SQLite 1 row per commit"),
+            format!("{:.2}", rate / single),
+        );
+    }
+
+    runtime.block_on(pods(report, &target, sizes, &server))?;
+    runtime.block_on(watch_latency(report, &target, sizes))?;
+    runtime.block_on(watch_throughput(report, &target, sizes))?;
+    let (rss, hwm) = server.rss_kib()?;
+    report.add(
+        "memory",
+        format!("VmRSS at the end ({} threads; VmHWM = peak)", server.threads()),
+        format!("{} (peak {})", mib(rss), mib(hwm)),
+    );
+    drop(runtime);
+    server.stop();
+
+    // 4b. Cold start on the populated data dir.
+    let store_bytes: u64 = std::fs::read_dir(data_dir.join("store"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let mut populated = Vec::new();
+    for _ in 0..sizes.populated_cold_runs {
+        populated.push(cold_start(&data_dir)?.0);
+    }
+    let populated = Latencies::new(populated);
+    report.check(
+        "cold start",
+        format!(
+            "spawn -> first authenticated GET, the populated data dir ({:.0} MB store, {} runs)",
+            store_bytes as f64 / 1e6,
+            sizes.populated_cold_runs
+        ),
+        format!("min {}, median {}", ms(populated.min()), ms(populated.median())),
+        "< 150 ms",
+        populated.median() < TARGET_COLD_START,
+    );
+    Ok(())
+}

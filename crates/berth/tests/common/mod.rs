@@ -48,16 +48,76 @@ impl Berth {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    /// Starts (or restarts) the server and waits until it says it is up.
-    pub fn launch(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    /// The `berth up` command line for this server's data dir, port and extra arguments.
+    pub fn up_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
             .arg("up")
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.extra_args)
-            .env("BERTH_LOG", "warn")
+            .env("BERTH_LOG", "warn");
+        command
+    }
+
+    /// Starts the server process and returns at once, with a channel of the lines it prints on
+    /// stdout; [`Berth::wait_up`] waits for it to be up. For crash tests that kill it anywhere,
+    /// including during startup.
+    pub fn spawn(&mut self) -> std::sync::mpsc::Receiver<String> {
+        let mut child = self
+            .up_command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start berth");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        self.child = Some(child);
+        rx
+    }
+
+    /// Waits until a server started with [`Berth::spawn`] prints that it is up. Errors if it
+    /// exits first, was killed, or is not up by `deadline`.
+    pub fn wait_up(
+        &mut self,
+        lines: &std::sync::mpsc::Receiver<String>,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        loop {
+            match lines.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) if line.starts_with("berth is up") => return Ok(()),
+                Ok(_) => {}
+                Err(_) => {
+                    let Some(child) = self.child.as_mut() else {
+                        return Err("berth was killed".into());
+                    };
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(format!("berth exited before it was up: {status}"));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err("berth was not up in time".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts (or restarts) the server and waits until it says it is up.
+    pub fn launch(&mut self) {
+        let mut child = self
+            .up_command()
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -227,4 +287,229 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
     path
+}
+
+impl Berth {
+    /// Runs a second `berth up` on this server's data dir, listening on `port`. Waits at most
+    /// `timeout` for it to exit (killing it if it has not) and returns its exit status (`None`
+    /// if it was still running) and what it printed on stderr.
+    pub fn run_second_instance(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
+            .arg("up")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("BERTH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start a second berth");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait().expect("wait for the second berth") {
+                Some(status) => break Some(status),
+                None if Instant::now() >= deadline => break None,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().expect("second berth output");
+        (status, String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
+    /// A raw HTTPS client authenticated with the admin token.
+    pub async fn raw(&self) -> Raw {
+        self.raw_with(Some(format!("Bearer {}", self.token())))
+            .await
+    }
+
+    /// A raw HTTPS client that sends `authorization` (or no `Authorization` header at all).
+    pub async fn raw_with(&self, authorization: Option<String>) -> Raw {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        let mut config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kube config");
+        // No credentials of kube-rs's own and no retries: the test sees exactly what the
+        // server answers to exactly one request.
+        config.auth_info = Default::default();
+        config.default_retry = false;
+        Raw {
+            client: kube::Client::try_from(config).expect("kube client"),
+            authorization,
+        }
+    }
+}
+
+/// Raw HTTPS requests, for the status codes, headers and bodies kube-rs's typed API hides. It
+/// uses kube-rs's transport (TLS trusting the CA in the admin kubeconfig) without its
+/// authentication and retry layers; the `Authorization` header is the one the test chose.
+#[derive(Clone)]
+pub struct Raw {
+    client: kube::Client,
+    authorization: Option<String>,
+}
+
+/// A whole response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Every value of one header, as text.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+}
+
+impl Raw {
+    /// Sends one request and reads the whole response.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Reply, kube::Error> {
+        let response = self.start(method, path, content_type, body).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect_bytes().await?;
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    async fn start(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<http::Response<kube::client::Body>, kube::Error> {
+        let mut request = http::Request::builder().method(method).uri(path);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header(http::header::CONTENT_TYPE, content_type);
+        }
+        let request = request
+            .body(kube::client::Body::from(body))
+            .expect("a valid request");
+        self.client.send(request).await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Reply, kube::Error> {
+        self.send("GET", path, None, Vec::new()).await
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> Result<Reply, kube::Error> {
+        let body = serde_json::to_vec(body).expect("JSON");
+        self.send("POST", path, Some("application/json"), body)
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &serde_json::Value) -> Result<Reply, kube::Error> {
+        let body = serde_json::to_vec(body).expect("JSON");
+        self.send("PUT", path, Some("application/json"), body).await
+    }
+
+    /// DELETE, with `DeleteOptions` as the body if given.
+    pub async fn delete(
+        &self,
+        path: &str,
+        options: Option<&serde_json::Value>,
+    ) -> Result<Reply, kube::Error> {
+        match options {
+            Some(options) => {
+                let body = serde_json::to_vec(options).expect("JSON");
+                self.send("DELETE", path, Some("application/json"), body)
+                    .await
+            }
+            None => self.send("DELETE", path, None, Vec::new()).await,
+        }
+    }
+
+    /// Starts a watch (or any streamed GET): the status code and the stream of its lines.
+    pub async fn watch(&self, path: &str) -> Result<(u16, WatchLines), kube::Error> {
+        let response = self.start("GET", path, None, Vec::new()).await?;
+        let status = response.status().as_u16();
+        Ok((
+            status,
+            WatchLines {
+                body: response.into_body(),
+                buffer: Vec::new(),
+            },
+        ))
+    }
+}
+
+/// The events of a watch response, one JSON object per line.
+pub struct WatchLines {
+    body: kube::client::Body,
+    buffer: Vec<u8>,
+}
+
+impl WatchLines {
+    /// The next event; `None` when the stream has ended, an error if the connection broke or a
+    /// line is not JSON.
+    pub async fn next(&mut self) -> Option<Result<serde_json::Value, String>> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some(serde_json::from_slice(&line).map_err(|e| {
+                    format!("bad watch line ({e}): {}", String::from_utf8_lossy(&line))
+                }));
+            }
+            match self.body.frame().await {
+                None if self.buffer.iter().all(u8::is_ascii_whitespace) => return None,
+                None => {
+                    let rest = std::mem::take(&mut self.buffer);
+                    return Some(Err(format!(
+                        "the stream ended inside a line: {}",
+                        String::from_utf8_lossy(&rest)
+                    )));
+                }
+                Some(Err(e)) => return Some(Err(format!("the stream broke: {e}"))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
 }
