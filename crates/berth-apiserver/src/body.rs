@@ -66,8 +66,13 @@ pub fn decode(content_type: Option<&str>, bytes: &[u8]) -> ApiResult<Value> {
         | "application/apply-patch+yaml"
         | "text/yaml"
         | "application/x-yaml" => parse_yaml(bytes),
-        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)
-            .map_err(|e| ApiError::unsupported_media_type(&e.to_string())),
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes).map_err(|e| {
+            if e.is_unsupported_kind() {
+                ApiError::unsupported_media_type(&e.to_string())
+            } else {
+                ApiError::bad_request(format!("the protobuf body cannot be decoded: {e}"))
+            }
+        }),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
