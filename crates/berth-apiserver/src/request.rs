@@ -224,6 +224,14 @@ pub fn route(method: &http::Method, path: &str, query: Option<&str>) -> Result<R
             return Err(ApiError::method_not_supported(info, &other.to_lowercase()));
         }
     };
+    // An object's name and namespace become its store key: refuse the ones no object can have,
+    // as kube-apiserver's key function does (400, before the store is asked).
+    if let Some(name) = name {
+        check_path_segment("Name", name)?;
+        if let Some(namespace) = namespace {
+            check_path_segment("Namespace", namespace)?;
+        }
+    }
     Ok(Route::Resource(ResourceRequest {
         info,
         namespace: namespace.map(str::to_string),
@@ -232,6 +240,27 @@ pub fn route(method: &http::Method, path: &str, query: Option<&str>) -> Result<R
         verb,
         query,
     }))
+}
+
+/// Kubernetes' `IsValidPathSegmentName`: a name in a URL may not be `.` or `..`, nor contain `/`
+/// or `%` (even percent-encoded). The error is the one kube-apiserver's `NamespaceKeyFunc` gives.
+fn check_path_segment(what: &str, value: &str) -> Result<(), ApiError> {
+    let problems: Vec<String> = if value == "." || value == ".." {
+        vec![format!("may not be '{value}'")]
+    } else {
+        ["/", "%"]
+            .iter()
+            .filter(|c| value.contains(*c))
+            .map(|c| format!("may not contain '{c}'"))
+            .collect()
+    };
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "{what} parameter invalid: {value:?}: {}",
+        problems.join(";")
+    )))
 }
 
 #[cfg(test)]
@@ -323,6 +352,53 @@ mod tests {
     fn legacy_watch_prefix() {
         let r = resource(Method::GET, "/api/v1/watch/namespaces/default/pods", None);
         assert_eq!(r.verb, Verb::Watch);
+    }
+
+    #[test]
+    fn names_that_are_not_path_segments_are_refused() {
+        for (path, message) in [
+            (
+                "/api/v1/namespaces/default/configmaps/..",
+                r#"Name parameter invalid: "..": may not be '..'"#,
+            ),
+            (
+                "/api/v1/namespaces/default/configmaps/.",
+                r#"Name parameter invalid: ".": may not be '.'"#,
+            ),
+            (
+                "/api/v1/namespaces/default/configmaps/a%2Fb",
+                r#"Name parameter invalid: "a/b": may not contain '/'"#,
+            ),
+            (
+                "/api/v1/namespaces/default/configmaps/a%25b",
+                r#"Name parameter invalid: "a%b": may not contain '%'"#,
+            ),
+            (
+                "/api/v1/namespaces/../configmaps/x",
+                r#"Namespace parameter invalid: "..": may not be '..'"#,
+            ),
+            (
+                "/api/v1/namespaces/..",
+                r#"Name parameter invalid: "..": may not be '..'"#,
+            ),
+        ] {
+            let error = route(&Method::GET, path, None).unwrap_err();
+            assert_eq!(
+                (error.code, error.message.as_str()),
+                (400, message),
+                "{path}"
+            );
+        }
+        assert!(
+            route(
+                &Method::GET,
+                "/api/v1/namespaces/default/configmaps/a.b",
+                None
+            )
+            .is_ok()
+        );
+        // A list names no object; its namespace is only a key prefix.
+        assert!(route(&Method::GET, "/api/v1/namespaces/default/configmaps", None).is_ok());
     }
 
     #[test]

@@ -4,8 +4,18 @@
 //! with [`conformance_tests!`](crate::conformance_tests), which generates one `#[tokio::test]`
 //! per case (the calling crate needs `tokio` with `macros` and `rt-multi-thread`):
 //!
-//! ```ignore
-//! berth_store::conformance_tests!(|| async { berth_store::memory::MemoryStore::new() as Arc<dyn Store> });
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use berth_store::Store;
+//! use berth_store::memory::MemoryStore;
+//!
+//! async fn make() -> Arc<dyn Store> {
+//!     MemoryStore::new()
+//! }
+//!
+//! berth_store::conformance_tests!(make);
+//! # fn main() {}
 //! ```
 //!
 //! or with [`run_all`] from a single test. The factory is called once per case and returns
@@ -242,10 +252,6 @@ fn deadline() -> tokio::time::Instant {
     tokio::time::Instant::now() + TIMEOUT
 }
 
-async fn next_item(stream: &mut WatchStream) -> WatchItem {
-    next_item_by(stream, deadline()).await
-}
-
 /// The next event, skipping progress items.
 async fn next_event(stream: &mut WatchStream) -> Event {
     let deadline = deadline();
@@ -269,7 +275,9 @@ async fn expect_quiet(stream: &mut WatchStream, through: Revision) {
     let deadline = deadline();
     loop {
         match next_item_by(stream, deadline).await {
-            WatchItem::Event(event) => panic!("unexpected event (expected quiet through {through}): {event:?}"),
+            WatchItem::Event(event) => {
+                panic!("unexpected event (expected quiet through {through}): {event:?}")
+            }
             WatchItem::Progress(revision) if revision >= through => return,
             WatchItem::Progress(_) => {}
         }

@@ -294,24 +294,32 @@ impl History for Shared {
     }
 }
 
+impl MemoryStore {
+    fn txn_now(&self, txn: &Txn) -> TxnResponse {
+        let mut state = self.lock();
+        let mut events = Vec::new();
+        let response = state.txn(txn, &mut events);
+        if !events.is_empty() {
+            // Published while still holding the lock, so batches reach the feed in revision order.
+            let batch = Batch {
+                revision: state.current,
+                events,
+            };
+            let _no_watchers = self.feed.send(Arc::new(batch));
+        }
+        response
+    }
+}
+
+// Every call does its work when the future is first polled, not when it is created, as with a
+// real backend: a future dropped unpolled has no effect.
 impl Store for MemoryStore {
     fn range(&self, request: RangeRequest) -> BoxFuture<'_, Result<RangeResponse>> {
-        futures::future::ready(self.lock().range(&request)).boxed()
+        async move { self.lock().range(&request) }.boxed()
     }
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse>> {
-        let mut state = self.lock();
-        let mut events = Vec::new();
-        let response = state.txn(&txn, &mut events);
-        if !events.is_empty() {
-            // Published while still holding the lock, so batches reach the feed in revision order.
-            let _no_watchers = self.feed.send(Arc::new(Batch {
-                revision: state.current,
-                events,
-            }));
-        }
-        drop(state);
-        futures::future::ready(Ok(response)).boxed()
+        async move { Ok(self.txn_now(&txn)) }.boxed()
     }
 
     fn watch(
@@ -325,15 +333,17 @@ impl Store for MemoryStore {
     }
 
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<()>> {
-        futures::future::ready(self.lock().compact(revision)).boxed()
+        async move { self.lock().compact(revision) }.boxed()
     }
 
     fn revisions(&self) -> BoxFuture<'_, Result<Revisions>> {
-        let state = self.lock();
-        let revisions = Revisions {
-            current: state.current,
-            compacted: state.compacted,
-        };
-        futures::future::ready(Ok(revisions)).boxed()
+        async move {
+            let state = self.lock();
+            Ok(Revisions {
+                current: state.current,
+                compacted: state.compacted,
+            })
+        }
+        .boxed()
     }
 }

@@ -140,7 +140,7 @@ impl Default for SqliteOptions {
 pub struct SqliteStats {
     /// Successful COMMITs of the writer (each is one fsync of the WAL).
     pub commits: u64,
-    /// Write requests (txns and compactions) the writer has answered, successfully or not.
+    /// Write requests (txns and compactions) the writer has taken on, successful or not.
     pub requests: u64,
     /// Revisions written (puts, and deletes of existing keys), committed.
     pub writes: u64,
@@ -269,8 +269,8 @@ impl SqliteStore {
             .map_err(|error| io_error("cannot set permissions of", &path, error))?;
         drop(db_file);
 
-        let conn = open_writer(&path)?;
-        let (current, compacted) = load_meta(&conn)?;
+        let conn = open_writer(&path).map_err(|error| with_path(&path, error))?;
+        let (current, compacted) = load_meta(&conn).map_err(|error| with_path(&path, error))?;
         // Make the new files' directory entries durable before acknowledging anything.
         File::open(dir)
             .and_then(|dir| dir.sync_all())
@@ -338,7 +338,8 @@ impl SqliteStore {
     }
 
     /// Test hook: returns once the writer is blocked; it stays blocked, queueing requests,
-    /// until the returned guard is dropped. Lets a test make batching deterministic.
+    /// until the returned guard is dropped. Lets a test make batching deterministic. Drop the
+    /// guard before the store: dropping the store waits for the writer.
     #[doc(hidden)]
     pub async fn pause_writer(&self) -> Result<WriterPause> {
         let (paused, paused_rx) = oneshot::channel();
@@ -453,18 +454,43 @@ fn open_writer(path: &Path) -> Result<Connection> {
 }
 
 fn integrity_check(conn: &Connection) -> Result<()> {
-    let mut statement = conn.prepare("PRAGMA quick_check").map_err(read_error)?;
+    // A badly damaged file can make the check itself fail (SQLITE_CORRUPT) instead of listing
+    // problems; either way the result is `Corrupt`.
+    let context = |error: rusqlite::Error| match read_error(error) {
+        StoreError::Corrupt(message) => {
+            StoreError::Corrupt(format!("integrity check failed: {message}"))
+        }
+        other => other,
+    };
+    let mut statement = conn.prepare("PRAGMA quick_check").map_err(context)?;
     let problems = statement
         .query_map([], |row| row.get::<_, String>(0))
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(read_error)?;
+        .map_err(context)?;
     if problems.len() == 1 && problems[0] == "ok" {
         return Ok(());
     }
+    // SQLite reports several problems per row, one per line; keep the error on one line.
+    let problems = problems.join("\n").replace('\n', "; ");
     Err(StoreError::Corrupt(format!(
-        "integrity check failed: {}",
-        problems.join("; ")
+        "integrity check failed: {problems}"
     )))
+}
+
+/// Names the database file in an error from opening it.
+fn with_path(path: &Path, error: StoreError) -> StoreError {
+    match error {
+        StoreError::Corrupt(message) => {
+            StoreError::Corrupt(format!("{}: {message}", path.display()))
+        }
+        StoreError::Backend(message) => {
+            StoreError::Backend(format!("{}: {message}", path.display()))
+        }
+        StoreError::NoSpace(message) => {
+            StoreError::NoSpace(format!("{}: {message}", path.display()))
+        }
+        other => other,
+    }
 }
 
 /// Reads and sanity-checks the recorded revisions.
@@ -961,9 +987,11 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<(Work, Reply)>) {
-        let count = batch.len() as u64;
+        // Counted before any reply goes out, so a caller that has its answer sees itself counted.
+        self.shared
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::SeqCst);
         self.run_batch(batch);
-        self.shared.requests.fetch_add(count, Ordering::SeqCst);
     }
 
     fn run_batch(&mut self, batch: Vec<(Work, Reply)>) {

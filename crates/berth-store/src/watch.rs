@@ -102,7 +102,12 @@ pub(crate) trait History: Send + Sync + 'static {
     /// Up to `limit` events matching `prefix` with revisions above `after`, read from one
     /// consistent snapshot. Fails with [`StoreError::Compacted`] if `after` is older than the
     /// compacted revision.
-    fn replay(&self, prefix: Arc<KeyPrefix>, after: Revision, limit: usize) -> BoxFuture<'static, Result<Replay>>;
+    fn replay(
+        &self,
+        prefix: Arc<KeyPrefix>,
+        after: Revision,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Replay>>;
 }
 
 /// Starts a watch. Fails immediately (not inside the stream) when `after` is compacted.
@@ -180,7 +185,11 @@ impl WatchState {
                 return None;
             }
             if !self.caught_up {
-                match self.history.replay(self.prefix.clone(), self.position, REPLAY_CHUNK).await {
+                match self
+                    .history
+                    .replay(self.prefix.clone(), self.position, REPLAY_CHUNK)
+                    .await
+                {
                     Ok(replay) => self.absorb(replay),
                     Err(error) => {
                         self.finished = true;
@@ -224,11 +233,19 @@ pub(crate) fn replay_from_slice<'a>(
         }
         if out.len() == limit {
             let through = out.last().map_or(after, |e: &Event| e.kv.mod_revision);
-            return Replay { events: out, through, caught_up: false };
+            return Replay {
+                events: out,
+                through,
+                caught_up: false,
+            };
         }
         out.push(event.clone());
     }
-    Replay { events: out, through: current, caught_up: true }
+    Replay {
+        events: out,
+        through: current,
+        caught_up: true,
+    }
 }
 
 #[cfg(test)]
@@ -254,8 +271,17 @@ mod tests {
     }
 
     fn event(revision: Revision, key: &str) -> Event {
-        let kv = KeyValue { key: key.to_string(), value: Bytes::new(), create_revision: revision, mod_revision: revision };
-        Event { kind: EventKind::Put, kv, prev_kv: None }
+        let kv = KeyValue {
+            key: key.to_string(),
+            value: Bytes::new(),
+            create_revision: revision,
+            mod_revision: revision,
+        };
+        Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: None,
+        }
     }
 
     /// A history the test appends to by hand, with a count of replays.
@@ -272,18 +298,26 @@ mod tests {
     }
 
     impl History for FakeHistory {
-        fn replay(&self, prefix: Arc<KeyPrefix>, after: Revision, limit: usize) -> BoxFuture<'static, Result<Replay>> {
+        fn replay(
+            &self,
+            prefix: Arc<KeyPrefix>,
+            after: Revision,
+            limit: usize,
+        ) -> BoxFuture<'static, Result<Replay>> {
             *self.replays.lock().unwrap() += 1;
             let events = self.events.lock().unwrap();
             let current = events.last().map_or(0, |e| e.kv.mod_revision);
             let later = events.iter().filter(|e| e.kv.mod_revision > after);
-            futures::future::ready(Ok(replay_from_slice(later, &prefix, after, current, limit))).boxed()
+            futures::future::ready(Ok(replay_from_slice(later, &prefix, after, current, limit)))
+                .boxed()
         }
     }
 
     /// The next stream item; a broken stream fails the test instead of hanging it.
     async fn next(stream: &mut WatchStream) -> Option<Result<WatchItem>> {
-        tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("watch stalled")
+        tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("watch stalled")
     }
 
     /// The next event, skipping progress items (for at most a few seconds).
@@ -297,7 +331,9 @@ mod tests {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), skip_progress).await.expect("no event")
+        tokio::time::timeout(Duration::from_secs(10), skip_progress)
+            .await
+            .expect("no event")
     }
 
     async fn progress(stream: &mut WatchStream) -> Revision {
@@ -308,7 +344,9 @@ mod tests {
     }
 
     fn options() -> WatchOptions {
-        WatchOptions { progress_interval: Duration::from_millis(5) }
+        WatchOptions {
+            progress_interval: Duration::from_millis(5),
+        }
     }
 
     /// A batch committed before the replay's snapshot but published after the watcher
@@ -320,9 +358,19 @@ mod tests {
             history.push(event(revision, "/a"));
         }
         let feed = new_feed();
-        let mut stream = watch(history.clone(), &feed, "/".to_string(), 2, options()).await.unwrap();
-        feed.send(Arc::new(Batch { revision: 5, events: vec![event(4, "/a"), event(5, "/a")] })).unwrap();
-        feed.send(Arc::new(Batch { revision: 7, events: vec![event(6, "/a"), event(7, "/a")] })).unwrap();
+        let mut stream = watch(history.clone(), &feed, "/".to_string(), 2, options())
+            .await
+            .unwrap();
+        feed.send(Arc::new(Batch {
+            revision: 5,
+            events: vec![event(4, "/a"), event(5, "/a")],
+        }))
+        .unwrap();
+        feed.send(Arc::new(Batch {
+            revision: 7,
+            events: vec![event(6, "/a"), event(7, "/a")],
+        }))
+        .unwrap();
         let mut seen = Vec::new();
         for _ in 0..5 {
             seen.push(next_event(&mut stream).await);
@@ -336,9 +384,15 @@ mod tests {
     async fn progress_covers_unrelated_batches() {
         let history = Arc::new(FakeHistory::default());
         let feed = new_feed();
-        let mut stream = watch(history.clone(), &feed, "/a".to_string(), 0, options()).await.unwrap();
+        let mut stream = watch(history.clone(), &feed, "/a".to_string(), 0, options())
+            .await
+            .unwrap();
         assert_eq!(progress(&mut stream).await, 0);
-        feed.send(Arc::new(Batch { revision: 3, events: vec![event(3, "/b")] })).unwrap();
+        feed.send(Arc::new(Batch {
+            revision: 3,
+            events: vec![event(3, "/b")],
+        }))
+        .unwrap();
         let mut latest = 0;
         for _ in 0..1000 {
             latest = progress(&mut stream).await;
@@ -355,10 +409,16 @@ mod tests {
     async fn lagging_watcher_replays_the_gap() {
         let history = Arc::new(FakeHistory::default());
         let (feed, _keep) = broadcast::channel(2);
-        let mut stream = watch(history.clone(), &feed, "/".to_string(), 0, options()).await.unwrap();
+        let mut stream = watch(history.clone(), &feed, "/".to_string(), 0, options())
+            .await
+            .unwrap();
         for revision in 1..=6 {
             history.push(event(revision, "/a"));
-            feed.send(Arc::new(Batch { revision, events: vec![event(revision, "/a")] })).unwrap();
+            feed.send(Arc::new(Batch {
+                revision,
+                events: vec![event(revision, "/a")],
+            }))
+            .unwrap();
         }
         let replays_before = *history.replays.lock().unwrap();
         let mut seen = Vec::new();
@@ -366,9 +426,16 @@ mod tests {
             seen.push(next_event(&mut stream).await);
         }
         assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
-        assert!(*history.replays.lock().unwrap() > replays_before, "the lag was not noticed");
+        assert!(
+            *history.replays.lock().unwrap() > replays_before,
+            "the lag was not noticed"
+        );
         history.push(event(7, "/a"));
-        feed.send(Arc::new(Batch { revision: 7, events: vec![event(7, "/a")] })).unwrap();
+        feed.send(Arc::new(Batch {
+            revision: 7,
+            events: vec![event(7, "/a")],
+        }))
+        .unwrap();
         assert_eq!(next_event(&mut stream).await, 7);
         assert_eq!(progress(&mut stream).await, 7);
     }
@@ -382,7 +449,9 @@ mod tests {
             history.push(event(revision, if revision % 2 == 0 { "/a" } else { "/b" }));
         }
         let feed = new_feed();
-        let mut stream = watch(history.clone(), &feed, "/a".to_string(), 0, options()).await.unwrap();
+        let mut stream = watch(history.clone(), &feed, "/a".to_string(), 0, options())
+            .await
+            .unwrap();
         for expected in (2..=total).step_by(2) {
             assert_eq!(next_event(&mut stream).await, expected);
         }
@@ -395,7 +464,9 @@ mod tests {
     async fn closed_feed_ends_the_stream() {
         let history = Arc::new(FakeHistory::default());
         let feed = new_feed();
-        let mut stream = watch(history, &feed, "/".to_string(), 0, options()).await.unwrap();
+        let mut stream = watch(history, &feed, "/".to_string(), 0, options())
+            .await
+            .unwrap();
         drop(feed);
         // Progress items may come first, but only a bounded number of them.
         for _ in 0..1000 {

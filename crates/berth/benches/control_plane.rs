@@ -150,7 +150,6 @@ struct Server {
     child: Option<Child>,
     pid: u32,
     port: u16,
-    data_dir: PathBuf,
     lines: std::sync::mpsc::Receiver<String>,
     /// The server's own "ready in N ms".
     self_reported_ms: Option<u64>,
@@ -194,7 +193,6 @@ impl Server {
             child: Some(child),
             pid,
             port,
-            data_dir: data_dir.to_path_buf(),
             lines,
             self_reported_ms: None,
         }
@@ -335,11 +333,7 @@ impl Target {
             .context("TCP connect")?;
         tcp.set_nodelay(true).context("nodelay")?;
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
-        let tls = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .context("TLS handshake")?;
+        let tls = self.tls.connect(name, tcp).await.context("TLS handshake")?;
         let (sender, connection) = http1::handshake(TokioIo::new(tls))
             .await
             .context("HTTP handshake")?;
@@ -473,7 +467,7 @@ fn thousands(n: f64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -701,7 +695,7 @@ fn is_tmpfs(path: &Path) -> bool {
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
     rustix::fs::statfs(path)
         .map(|s| {
-            let t = s.f_type as i64;
+            let t = s.f_type;
             t == TMPFS_MAGIC || t == RAMFS_MAGIC
         })
         .unwrap_or(false)
@@ -910,7 +904,8 @@ fn pod(name: &str) -> Bytes {
 }
 
 async fn create_namespace(conn: &mut Conn, name: &str) -> anyhow::Result<()> {
-    let body = format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}"}}}}"#);
+    let body =
+        format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}"}}}}"#);
     conn.expect(
         Method::POST,
         "/api/v1/namespaces",
@@ -983,7 +978,10 @@ async fn creates(
     );
 
     let clients = sizes.concurrent_clients;
-    eprintln!("creates: {clients} clients, {} total", sizes.concurrent_creates);
+    eprintln!(
+        "creates: {clients} clients, {} total",
+        sizes.concurrent_creates
+    );
     let concurrent = load(target, clients, sizes.concurrent_creates, move |i| {
         (
             Method::POST,
@@ -1017,7 +1015,10 @@ async fn creates(
     );
 
     // Attribution: the same requests with dryRun=All run everything but the store's commit.
-    eprintln!("creates: {clients} clients, dryRun=All x {}", sizes.dry_run_creates);
+    eprintln!(
+        "creates: {clients} clients, dryRun=All x {}",
+        sizes.dry_run_creates
+    );
     let dry = load(target, clients, sizes.dry_run_creates, |i| {
         (
             Method::POST,
@@ -1048,7 +1049,10 @@ async fn creates(
     );
 
     // The same creates through kube-rs, for comparison with the lean client.
-    eprintln!("creates: kube-rs, {clients} tasks x {}", sizes.kube_rs_creates);
+    eprintln!(
+        "creates: kube-rs, {clients} tasks x {}",
+        sizes.kube_rs_creates
+    );
     let kube_load = kube_rs_creates(data_dir, port, clients, sizes.kube_rs_creates).await?;
     report.add(
         "creates",
@@ -1074,7 +1078,10 @@ async fn kube_rs_creates(
     .await
     .context("kube config")?;
     if config.cluster_url.port_u16() != Some(port) {
-        bail!("the kubeconfig names {}, not port {port}", config.cluster_url);
+        bail!(
+            "the kubeconfig names {}, not port {port}",
+            config.cluster_url
+        );
     }
     let client = kube::Client::try_from(config).context("kube client")?;
     let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "kubers");
@@ -1153,7 +1160,10 @@ async fn pods(
         format!(
             "VmRSS after {} Pods (+{} ConfigMaps)",
             thousands(sizes.pods as f64),
-            thousands((sizes.serial_creates + sizes.concurrent_creates + sizes.kube_rs_creates + 400) as f64)
+            thousands(
+                (sizes.serial_creates + sizes.concurrent_creates + sizes.kube_rs_creates + 400)
+                    as f64
+            )
         ),
         mib(rss),
     );
@@ -1226,7 +1236,9 @@ async fn pods(
                 Some(token) => format!("/api/v1/namespaces/pods/pods?limit=500&continue={token}"),
                 None => "/api/v1/namespaces/pods/pods?limit=500".to_string(),
             };
-            let bytes = conn.expect(Method::GET, &path, None, StatusCode::OK).await?;
+            let bytes = conn
+                .expect(Method::GET, &path, None, StatusCode::OK)
+                .await?;
             let list = parse_list(&bytes)?;
             items += list.items.len();
             pages += 1;
@@ -1377,10 +1389,7 @@ async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> a
     }
     drop(ready_tx);
     for _ in 0..watchers {
-        ready_rx
-            .recv()
-            .await
-            .context("a watcher failed to start")?;
+        ready_rx.recv().await.context("a watcher failed to start")?;
     }
 
     // Writers: paced, 4 connections so one slow create does not delay the schedule.
@@ -1449,7 +1458,9 @@ async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> a
     let span = Duration::from_nanos(last_receive.saturating_sub(first_send));
     report.check(
         "watch",
-        format!("{watchers} watchers, {count} creates at {rate}/s: receive - send (p50 / p99 / max)"),
+        format!(
+            "{watchers} watchers, {count} creates at {rate}/s: receive - send (p50 / p99 / max)"
+        ),
         format!(
             "{} / {} / {}",
             ms(from_send.median()),
@@ -1462,7 +1473,11 @@ async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> a
     report.add(
         "watch",
         "receive - write acknowledged (p50 / p99; negative = event before the ack)",
-        format!("{} / {}", signed_ms(ack_pct(50.0)), signed_ms(ack_pct(99.0))),
+        format!(
+            "{} / {}",
+            signed_ms(ack_pct(50.0)),
+            signed_ms(ack_pct(99.0))
+        ),
     );
     report.add(
         "watch",
@@ -1518,10 +1533,7 @@ async fn watch_throughput(
     }
     drop(ready_tx);
     for _ in 0..watchers {
-        ready_rx
-            .recv()
-            .await
-            .context("a watcher failed to start")?;
+        ready_rx.recv().await.context("a watcher failed to start")?;
     }
     eprintln!("watch: {watchers} watchers, {count} writes as fast as possible");
     let started = base.elapsed().as_nanos() as u64;
@@ -1547,7 +1559,10 @@ async fn watch_throughput(
     let span = Duration::from_nanos(last.saturating_sub(started));
     report.add(
         "watch",
-        format!("{watchers} watchers, {count} creates unpaced ({} clients)", sizes.concurrent_clients),
+        format!(
+            "{watchers} watchers, {count} creates unpaced ({} clients)",
+            sizes.concurrent_clients
+        ),
         format!(
             "{}/s events delivered ({} of {} in {:.2} s; writes ran at {}/s)",
             thousands(delivered as f64 / span.as_secs_f64().max(1e-9)),
@@ -1583,7 +1598,9 @@ fn machine(report: &mut Report, dir: &Path) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` does not, and a bench is no test.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("control_plane: a benchmark; run it with `cargo bench -p berth --bench control_plane`");
+        println!(
+            "control_plane: a benchmark; run it with `cargo bench -p berth --bench control_plane`"
+        );
         return;
     }
     start_watchdog();
@@ -1633,7 +1650,106 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
         report.note("this bench was built without optimizations; numbers are not representative");
     }
 
+    let only = std::env::var("BERTH_BENCH_ONLY").ok();
+    let wants = |phase: &str| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|p| p.trim() == phase))
+    };
+    if let Some(only) = &only {
+        report.note(format!("only these phases ran (BERTH_BENCH_ONLY): {only}"));
+    }
+
     // 6. The floor first, while nothing else of ours runs.
+    let single = if wants("floor") {
+        floor(report, sizes, root)?
+    } else {
+        f64::NAN
+    };
+
+    // 4. Cold starts (each its own server, stopped before the next).
+    if wants("cold") {
+        eprintln!(
+            "cold start: {} fresh + {} existing",
+            sizes.cold_runs, sizes.cold_runs
+        );
+        cold_starts(report, root, sizes.cold_runs)?;
+    }
+
+    // The long-running server for everything else.
+    let data_dir = root.join("main");
+    let mut server = Server::spawn(&data_dir);
+    server.wait_up()?;
+    eprintln!("server: pid {}, port {}", server.pid, server.port);
+    let target = Target::load(&data_dir, server.port)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("bench runtime")?;
+    runtime.block_on(async {
+        let mut conn = target.connect().await?;
+        conn.expect(Method::GET, "/api/v1/namespaces", None, StatusCode::OK)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    // 5. Idle RSS.
+    let (rss, _) = server.rss_kib()?;
+    report.check(
+        "memory",
+        format!(
+            "idle VmRSS after start (1 request served; {} threads)",
+            server.threads()
+        ),
+        mib(rss),
+        "< 30 MiB",
+        rss < TARGET_IDLE_RSS_KIB,
+    );
+
+    if wants("creates") {
+        let (serial, concurrent) =
+            runtime.block_on(creates(report, &target, sizes, &data_dir, server.port))?;
+        for (label, rate) in [
+            ("1 client", serial.rate()),
+            (
+                &*format!("{} clients", sizes.concurrent_clients),
+                concurrent.rate(),
+            ),
+        ] {
+            report.add(
+                "floor",
+                format!("ratio: berth creates/s ({label}) / raw SQLite 1 row per commit"),
+                format!("{:.2}", rate / single),
+            );
+        }
+    }
+    if wants("pods") {
+        runtime.block_on(pods(report, &target, sizes, &server))?;
+    }
+    if wants("watch") {
+        runtime.block_on(watch_latency(report, &target, sizes))?;
+        runtime.block_on(watch_throughput(report, &target, sizes))?;
+    }
+    let (rss, hwm) = server.rss_kib()?;
+    report.add(
+        "memory",
+        format!(
+            "VmRSS at the end ({} threads; VmHWM = peak)",
+            server.threads()
+        ),
+        format!("{} (peak {})", mib(rss), mib(hwm)),
+    );
+    drop(runtime);
+    server.stop();
+
+    // 4b. Cold start on the populated data dir.
+    if wants("cold") {
+        populated_cold_starts(report, sizes, &data_dir)?;
+    }
+    Ok(())
+}
+
+/// The raw SQLite floor; returns the one-row-per-commit rate.
+fn floor(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<f64> {
     eprintln!("floor: raw SQLite");
     let value = configmap("floor-value-of-typical-size");
     let floor_dir = root.join("floor");
@@ -1656,71 +1772,14 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
         "raw SQLite, same, 256 rows per commit",
         format!("{}/s", thousands(batched256)),
     );
+    Ok(single)
+}
 
-    // 4. Cold starts (each its own server, stopped before the next).
-    eprintln!("cold start: {} fresh + {} existing", sizes.cold_runs, sizes.cold_runs);
-    cold_starts(report, root, sizes.cold_runs)?;
-
-    // The long-running server for everything else.
-    let data_dir = root.join("main");
-    let mut server = Server::spawn(&data_dir);
-    server.wait_up()?;
-    let target = Target::load(&data_dir, server.port)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("bench runtime")?;
-    runtime.block_on(async {
-        let mut conn = target.connect().await?;
-        conn.expect(Method::GET, "/api/v1/namespaces", None, StatusCode::OK)
-            .await?;
-        anyhow::Ok(())
-    })?;
-    std::thread::sleep(Duration::from_millis(500));
-    // 5. Idle RSS.
-    let (rss, _) = server.rss_kib()?;
-    report.check(
-        "memory",
-        format!("idle VmRSS after start (1 request served; {} threads)", server.threads()),
-        mib(rss),
-        "< 30 MiB",
-        rss < TARGET_IDLE_RSS_KIB,
-    );
-
-    let (serial, concurrent) = runtime.block_on(creates(
-        report,
-        &target,
-        sizes,
-        &data_dir,
-        server.port,
-    ))?;
-    for (label, rate) in [
-        ("1 client", serial.rate()),
-        (
-            &*format!("{} clients", sizes.concurrent_clients),
-            concurrent.rate(),
-        ),
-    ] {
-        report.add(
-            "floor",
-            format!("ratio: berth creates/s ({label}) / raw SQLite 1 row per commit"),
-            format!("{:.2}", rate / single),
-        );
-    }
-
-    runtime.block_on(pods(report, &target, sizes, &server))?;
-    runtime.block_on(watch_latency(report, &target, sizes))?;
-    runtime.block_on(watch_throughput(report, &target, sizes))?;
-    let (rss, hwm) = server.rss_kib()?;
-    report.add(
-        "memory",
-        format!("VmRSS at the end ({} threads; VmHWM = peak)", server.threads()),
-        format!("{} (peak {})", mib(rss), mib(hwm)),
-    );
-    drop(runtime);
-    server.stop();
-
-    // 4b. Cold start on the populated data dir.
+fn populated_cold_starts(
+    report: &mut Report,
+    sizes: &Sizes,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
     let store_bytes: u64 = std::fs::read_dir(data_dir.join("store"))
         .map(|d| {
             d.filter_map(Result::ok)
@@ -1731,7 +1790,7 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
         .unwrap_or(0);
     let mut populated = Vec::new();
     for _ in 0..sizes.populated_cold_runs {
-        populated.push(cold_start(&data_dir)?.0);
+        populated.push(cold_start(data_dir)?.0);
     }
     let populated = Latencies::new(populated);
     report.check(
@@ -1741,7 +1800,11 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
             store_bytes as f64 / 1e6,
             sizes.populated_cold_runs
         ),
-        format!("min {}, median {}", ms(populated.min()), ms(populated.median())),
+        format!(
+            "min {}, median {}",
+            ms(populated.min()),
+            ms(populated.median())
+        ),
         "< 150 ms",
         populated.median() < TARGET_COLD_START,
     );
