@@ -117,13 +117,19 @@ where
     // Version and health are public, as kube-apiserver's system:public-info-viewer makes them.
     match &route {
         Ok(Route::Version) => return Ok(json_response(StatusCode::OK, &version(), &[])),
-        Ok(Route::Health(_)) => {
-            state
-                .registry
-                .store()
-                .revisions()
-                .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok(Route::Health(check)) => {
+            // livez: the process serves. healthz/readyz: the store can be read and written.
+            if *check != "livez" {
+                let store = state.registry.store();
+                let healthy = store.revisions().await.and_then(|_| store.writable());
+                if let Err(e) = healthy {
+                    let mut response =
+                        text_response(StatusCode::INTERNAL_SERVER_ERROR, "store unhealthy");
+                    *response.body_mut() =
+                        full(format!("[-]store failed: {e}\n{check} check failed\n"));
+                    return Ok(response);
+                }
+            }
             return Ok(text_response(StatusCode::OK, "ok"));
         }
         _ => {}

@@ -222,6 +222,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest revision and the compacted revision.
     fn revisions(&self) -> BoxFuture<'_, Result<Revisions>>;
+
+    /// Whether the store can accept writes: `Err(Unavailable)` once it has stopped acknowledging
+    /// them (for example after a failed fsync). Reads may still work.
+    fn writable(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

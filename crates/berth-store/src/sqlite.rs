@@ -1304,6 +1304,10 @@ impl Writer {
 }
 
 impl Store for SqliteStore {
+    fn writable(&self) -> Result<()> {
+        self.check_poisoned()
+    }
+
     fn range(&self, request: RangeRequest) -> BoxFuture<'_, Result<RangeResponse>> {
         let readers = self.readers.clone();
         async move {
