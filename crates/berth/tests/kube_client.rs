@@ -293,3 +293,81 @@ async fn acknowledged_creates_survive_kill_9() {
         "revision went backwards: {next_rv} <= {max_acked}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selector_watches_see_objects_leave_and_enter() {
+    let berth = Berth::start();
+    let client = berth.client().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let other_ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    other_ns
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "other"}}))
+                .expect("ns"),
+        )
+        .await
+        .expect("namespace");
+    let elsewhere: Api<ConfigMap> = Api::namespaced(client, "other");
+    let start = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = api
+        .watch(&WatchParams::default().labels("tier=web"), &start)
+        .await
+        .expect("watch")
+        .boxed();
+
+    let mut cm = configmap("c1", "1");
+    cm.metadata.labels = Some([("tier".to_string(), "web".to_string())].into());
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create matching");
+    api.create(&PostParams::default(), &configmap("c2", "1"))
+        .await
+        .expect("create non-matching");
+    elsewhere
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create in another namespace");
+    // Relabel c1 out of the selector, then c2 into it.
+    let patch =
+        kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {"tier": "db"}}}));
+    api.patch("c1", &kube::api::PatchParams::default(), &patch)
+        .await
+        .expect("relabel c1");
+    let patch =
+        kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {"tier": "web"}}}));
+    api.patch("c2", &kube::api::PatchParams::default(), &patch)
+        .await
+        .expect("relabel c2");
+    api.delete("c2", &Default::default())
+        .await
+        .expect("delete c2");
+
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event")
+            .expect("open");
+        match event.expect("event") {
+            WatchEvent::Added(c) => {
+                seen.push(format!("ADDED {}", c.metadata.name.unwrap_or_default()))
+            }
+            WatchEvent::Modified(c) => {
+                seen.push(format!("MODIFIED {}", c.metadata.name.unwrap_or_default()))
+            }
+            WatchEvent::Deleted(c) => {
+                seen.push(format!("DELETED {}", c.metadata.name.unwrap_or_default()))
+            }
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(seen, ["ADDED c1", "DELETED c1", "ADDED c2", "DELETED c2"]);
+}
