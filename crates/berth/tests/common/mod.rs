@@ -12,6 +12,8 @@ pub struct Berth {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub extra_args: Vec<String>,
+    /// Run the server as this user and group (uid, gid) instead of the test's own.
+    pub run_as: Option<(u32, u32)>,
 }
 
 pub fn free_port() -> u16 {
@@ -25,15 +27,32 @@ impl Berth {
     }
 
     pub fn start_with(args: &[&str]) -> Berth {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut berth = Berth {
+        let mut berth = Self::unstarted(args);
+        berth.launch();
+        berth
+    }
+
+    /// Starts the server with its temporary directory (and so its data dir) inside `parent`,
+    /// for tests that put the state on a file system of their own.
+    pub fn start_in(parent: &Path, args: &[&str]) -> Berth {
+        let mut berth = Self::in_dir(tempfile::tempdir_in(parent).expect("temp dir"), args);
+        berth.launch();
+        berth
+    }
+
+    /// A server that is not started yet: [`Berth::launch`] starts it.
+    pub fn unstarted(args: &[&str]) -> Berth {
+        Self::in_dir(tempfile::tempdir().expect("temp dir"), args)
+    }
+
+    fn in_dir(dir: tempfile::TempDir, args: &[&str]) -> Berth {
+        Berth {
             child: None,
             dir,
             port: free_port(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        berth.launch();
-        berth
+            run_as: None,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -50,6 +69,7 @@ impl Berth {
 
     /// The `berth up` command line for this server's data dir, port and extra arguments.
     pub fn up_command(&self) -> Command {
+        use std::os::unix::process::CommandExt;
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
         command
             .arg("up")
@@ -59,7 +79,23 @@ impl Berth {
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.extra_args)
             .env("BERTH_LOG", "warn");
+        if let Some((uid, gid)) = self.run_as {
+            command.gid(gid).uid(uid);
+        }
         command
+    }
+
+    /// Runs `berth up` for this server (it must not be running) and expects it to exit within
+    /// `timeout`; returns its exit status (`None` if it was still running, then killed) and stderr.
+    pub fn try_up(&self, timeout: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let child = self
+            .up_command()
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start berth");
+        wait_or_kill(child, timeout)
     }
 
     /// Starts the server process and returns at once, with a channel of the lines it prints on
@@ -91,7 +127,8 @@ impl Berth {
         deadline: Instant,
     ) -> Result<(), String> {
         loop {
-            match lines.recv_timeout(Duration::from_millis(20)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left.min(Duration::from_millis(20))) {
                 Ok(line) if line.starts_with("berth is up") => return Ok(()),
                 Ok(_) => {}
                 Err(_) => {
@@ -116,33 +153,10 @@ impl Berth {
 
     /// Starts (or restarts) the server and waits until it says it is up.
     pub fn launch(&mut self) {
-        let mut child = self
-            .up_command()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start berth");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("berth is up") => break,
-                Ok(_) => {}
-                Err(_) => {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        panic!("berth exited before it was up: {status}");
-                    }
-                    assert!(Instant::now() < deadline, "berth did not come up in 30 s");
-                }
-            }
+        let lines = self.spawn();
+        if let Err(e) = self.wait_up(&lines, Instant::now() + Duration::from_secs(30)) {
+            panic!("{e} (waited up to 30 s)");
         }
-        self.child = Some(child);
     }
 
     /// kill -9, as a crash.
@@ -308,20 +322,7 @@ impl Berth {
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start a second berth");
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait().expect("wait for the second berth") {
-                Some(status) => break Some(status),
-                None if Instant::now() >= deadline => break None,
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        if status.is_none() {
-            let _ = child.kill();
-        }
-        let output = child.wait_with_output().expect("second berth output");
-        (status, String::from_utf8_lossy(&output.stderr).into_owned())
+        wait_or_kill(command.spawn().expect("start a second berth"), timeout)
     }
 
     /// A raw HTTPS client authenticated with the admin token.
@@ -349,6 +350,24 @@ impl Berth {
             authorization,
         }
     }
+}
+
+/// Waits at most `timeout` for `child` to exit, killing it if it has not; returns its exit
+/// status (`None` if it had to be killed) and what it printed on stderr.
+fn wait_or_kill(mut child: Child, timeout: Duration) -> (Option<std::process::ExitStatus>, String) {
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("wait for berth") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("berth output");
+    (status, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 /// Raw HTTPS requests, for the status codes, headers and bodies kube-rs's typed API hides. It
