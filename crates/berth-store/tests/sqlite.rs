@@ -485,3 +485,23 @@ async fn lagging_watcher_rereads_history() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn removed_store_files_stop_acknowledgements() {
+    for victim in ["store.db", "store.db-wal"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(tmp.path()).unwrap();
+        put(&*store, "/before", "v").await;
+        assert!(store.writable().is_ok());
+        std::fs::remove_file(tmp.path().join(victim)).unwrap();
+        // Health reports it before any write tries.
+        assert!(
+            matches!(store.writable(), Err(StoreError::Unavailable(m)) if m.contains("removed"))
+        );
+        let error = store.txn(put_txn("/after", "v")).await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Unavailable(m) if m.contains(victim)),
+            "{error:?}"
+        );
+    }
+}
