@@ -88,6 +88,136 @@ pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
+/// Paths of object keys that appear twice in one JSON object (`data.a`, `spec.ports[0].port`).
+/// JSON parsers keep the last value silently; Kubernetes' strict decoding refuses them.
+/// Bodies that are not valid JSON have none (their parse error is reported elsewhere).
+pub fn duplicate_fields(content_type: Option<&str>, bytes: &[u8]) -> Vec<String> {
+    if !matches!(media_type(content_type).as_str(), "" | "application/json") {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let seed = DuplicateFinder {
+        path: String::new(),
+        found: &mut found,
+    };
+    if serde::de::DeserializeSeed::deserialize(seed, &mut deserializer).is_err() {
+        return Vec::new();
+    }
+    found
+}
+
+/// Walks a JSON document remembering each object's keys; allocates only for paths.
+struct DuplicateFinder<'a> {
+    path: String,
+    found: &'a mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DuplicateFinder<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DuplicateFinder<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key) {
+                self.found.push(path.clone());
+            }
+            map.next_value_seed(DuplicateFinder {
+                path,
+                found: self.found,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while seq
+            .next_element_seed(DuplicateFinder {
+                path: format!("{}[{index}]", self.path),
+                found: self.found,
+            })?
+            .is_some()
+        {
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// The deepest flow nesting (`[`, `{`) and indentation accepted in YAML. Deeper documents are
+/// refused before parsing: libyaml's cost grows with the square of the depth, and serde_yaml
+/// refuses depths past 128 anyway, only after doing that work.
+const MAX_YAML_DEPTH: usize = 128;
+const MAX_YAML_INDENT: usize = 1024;
+
+/// A cheap upper bound on a YAML document's nesting, ignoring brackets inside quotes.
+fn yaml_too_deep(text: &str) -> bool {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for line in text.lines() {
+        if line.len() - line.trim_start_matches(' ').len() > MAX_YAML_INDENT {
+            return true;
+        }
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_YAML_DEPTH {
+                        return true;
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        // A quote never spans lines in the flow styles that can nest deeply.
+        if quote == Some('\'') {
+            quote = None;
+        }
+    }
+    false
+}
+
 pub fn parse_yaml(bytes: &[u8]) -> ApiResult<Value> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid UTF-8: {e}")))?;
@@ -99,6 +229,11 @@ pub fn parse_yaml(bytes: &[u8]) -> ApiResult<Value> {
     // JSON is YAML; parse it as JSON first for JSON's exact error positions and number handling.
     if let Ok(value) = serde_json::from_str::<Value>(text) {
         return Ok(value);
+    }
+    if yaml_too_deep(text) {
+        return Err(ApiError::bad_request(format!(
+            "the request body is not valid YAML: nesting deeper than {MAX_YAML_DEPTH} levels"
+        )));
     }
     // serde_yaml refuses alias expansion past a fixed budget, which defuses "billion laughs".
     serde_yaml::from_str::<Value>(text)
@@ -128,6 +263,32 @@ mod tests {
         assert_eq!(parse_json(b"{} x").unwrap_err().code, 400);
         let deep = "[".repeat(100_000);
         assert_eq!(parse_json(deep.as_bytes()).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_by_path() {
+        let body = br#"{"a":1,"b":{"c":1,"c":2},"l":[{"x":1,"x":1}],"a":2}"#;
+        assert_eq!(duplicate_fields(None, body), ["b.c", "l[0].x", "a"]);
+        assert!(duplicate_fields(None, br#"{"a":{"a":1}}"#).is_empty());
+        assert!(duplicate_fields(Some("application/yaml"), b"a: 1").is_empty());
+        assert!(duplicate_fields(None, b"{not json").is_empty());
+    }
+
+    #[test]
+    fn deep_yaml_is_refused_before_parsing() {
+        let flow = format!("a: {}", "[".repeat(100_000));
+        let started = std::time::Instant::now();
+        assert_eq!(parse_yaml(flow.as_bytes()).unwrap_err().code, 400);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let quoted = format!("a: \"{}\"\n", "[".repeat(500));
+        assert_eq!(
+            parse_yaml(quoted.as_bytes()).unwrap()["a"]
+                .as_str()
+                .map(str::len),
+            Some(500)
+        );
+        let indented = format!("a:\n{}b: 1\n", " ".repeat(2000));
+        assert_eq!(parse_yaml(indented.as_bytes()).unwrap_err().code, 400);
     }
 
     #[test]

@@ -53,6 +53,8 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// Keys that appeared twice in one object of the request body (see `body::duplicate_fields`).
+    pub duplicate_fields: Vec<String>,
 }
 
 /// The result of a write: the object and any warnings for the client (`Warning` headers).
@@ -350,37 +352,35 @@ impl Registry {
     fn admit_decode(
         info: &ResourceInfo,
         object: Value,
-        validation: FieldValidation,
+        options: &WriteOptions,
     ) -> ApiResult<(Value, Vec<String>)> {
         let decoded =
             codec::decode(info, object).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // Kubernetes' wording: strict decoding errors name each field once, duplicates first.
+        let problems: Vec<String> = options
+            .duplicate_fields
+            .iter()
+            .map(|f| format!("duplicate field \"{f}\""))
+            .chain(
+                decoded
+                    .unknown_fields
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\"")),
+            )
+            .collect();
         let mut warnings = Vec::new();
-        if !decoded.unknown_fields.is_empty() {
-            match validation {
-                FieldValidation::Strict => {
-                    let list: Vec<String> = decoded
-                        .unknown_fields
-                        .iter()
-                        .map(|f| format!("unknown field \"{f}\""))
-                        .collect();
-                    return Err(ApiError::bad_request(format!(
-                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                        info.kind,
-                        info.version,
-                        info.kind,
-                        list.join(", ")
-                    )));
-                }
-                FieldValidation::Warn => {
-                    warnings.extend(
-                        decoded
-                            .unknown_fields
-                            .iter()
-                            .map(|f| format!("unknown field \"{f}\"")),
-                    );
-                }
-                FieldValidation::Ignore => {}
+        match options.field_validation {
+            FieldValidation::Strict if !problems.is_empty() => {
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                    info.kind,
+                    info.version,
+                    info.kind,
+                    problems.join(", ")
+                )));
             }
+            FieldValidation::Warn => warnings = problems,
+            _ => {}
         }
         Ok((decoded.object, warnings))
     }
@@ -475,7 +475,7 @@ impl Registry {
                 m.remove("generation");
             }
         }
-        let (mut object, warnings) = Self::admit_decode(info, object, options.field_validation)?;
+        let (mut object, warnings) = Self::admit_decode(info, object, options)?;
         if has_status_subresource(info) {
             match initial_status(info, &object) {
                 Some(status) => object["status"] = status,
@@ -686,7 +686,7 @@ impl Registry {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let (mut new, w) = Self::admit_decode(info, new, options.field_validation)?;
+        let (mut new, w) = Self::admit_decode(info, new, options)?;
         warnings.extend(w);
         let is_status = subresource == Some("status");
         if is_status {

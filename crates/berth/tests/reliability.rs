@@ -2022,11 +2022,8 @@ async fn assert_absent(raw: &Raw, name: &str) {
 /// JSON, invalid UTF-8, trailing garbage, a kind or apiVersion that is not the URL's, a value
 /// of the wrong type, a body that is not an object, unknown fields with
 /// `fieldValidation=Strict` (naming the field). By default an unknown field is dropped with a
-/// `Warning` header. The server stays up.
-///
-/// Not checked: duplicate keys (`{"metadata":{"name":"a","name":"b"}}`). berth silently takes
-/// the last one, even with `fieldValidation=Strict`; Kubernetes reports them (a warning by
-/// default, a 400 with Strict).
+/// `Warning` header. Duplicate keys are refused with `fieldValidation=Strict` and warned about
+/// by default, as Kubernetes does. The server stays up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d1_malformed_bodies_get_400_and_unknown_fields_a_warning() {
     let berth = Berth::start();
@@ -2077,6 +2074,12 @@ async fn d1_malformed_bodies_get_400_and_unknown_fields_a_warning() {
             r#"strict decoding error: unknown field "bogus", unknown field "metadata.bogusMeta""#,
         ),
         (
+            "d1-dup",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"d1-dup","name":"d1-dup"},"data":{"a":"1","a":"2"}}"#.to_vec(),
+            "?fieldValidation=Strict",
+            r#"strict decoding error: duplicate field "metadata.name", duplicate field "data.a""#,
+        ),
+        (
             "d1-validation",
             br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"d1-validation"}}"#.to_vec(),
             "?fieldValidation=Sometimes",
@@ -2098,6 +2101,17 @@ async fn d1_malformed_bodies_get_400_and_unknown_fields_a_warning() {
         vec![r#"299 - "unknown field \"bogus\"""#.to_string()]
     );
     assert!(created.get("bogus").is_none(), "{created}");
+    let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"d1-dup-warn"},"data":{"a":"1","a":"2"}}"#;
+    let reply = post_raw(&raw, "application/json", body.to_vec(), "").await;
+    let created = expect_ok(&reply, 201);
+    assert_eq!(
+        reply.header("warning"),
+        vec![r#"299 - "duplicate field \"data.a\"""#.to_string()]
+    );
+    assert_eq!(
+        created["data"]["a"], "2",
+        "the last value wins, as in Kubernetes"
+    );
     let stored = expect_ok(
         &raw.get(&configmap_path("default", "d1-warn"))
             .await
