@@ -10,35 +10,70 @@ use crate::status::{ApiError, ApiResult};
 /// The largest request body the server reads (kube-apiserver's limit).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
-/// Reads a whole body, refusing more than [`MAX_BODY_BYTES`] without reading further.
+/// How much of an oversized body is read and thrown away before answering 413, so that the
+/// client sees the answer instead of a connection reset while it is still sending.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a whole body, refusing more than [`MAX_BODY_BYTES`]; memory stays bounded by it.
 pub async fn read<B>(body: B, content_length: Option<u64>) -> ApiResult<Bytes>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    use bytes::{Buf, BufMut};
     let too_large = || {
         ApiError::too_large(format!(
             "the request body is larger than {MAX_BODY_BYTES} bytes"
         ))
     };
-    if content_length.is_some_and(|l| l > MAX_BODY_BYTES as u64) {
+    let mut body = std::pin::pin!(body);
+    let mut collected = bytes::BytesMut::new();
+    let mut oversized = content_length.is_some_and(|l| l > MAX_BODY_BYTES as u64);
+    let mut drained = 0usize;
+    let started = tokio::time::Instant::now();
+    loop {
+        if oversized && (drained > MAX_DRAIN_BYTES || started.elapsed() > MAX_DRAIN_TIME) {
+            return Err(too_large());
+        }
+        let frame = match tokio::time::timeout(MAX_DRAIN_TIME, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                return Err(if oversized {
+                    too_large()
+                } else {
+                    ApiError::bad_request(format!("cannot read the request body: {e}"))
+                });
+            }
+            Err(_) if oversized => return Err(too_large()),
+            Err(_) => return Err(ApiError::timeout("timed out reading the request body")),
+        };
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        if oversized {
+            drained += data.remaining();
+            continue;
+        }
+        if collected.len() + data.remaining() > MAX_BODY_BYTES {
+            oversized = true;
+            drained += collected.len() + data.remaining();
+            collected = bytes::BytesMut::new();
+            continue;
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            let n = chunk.len();
+            collected.put_slice(chunk);
+            data.advance(n);
+        }
+    }
+    if oversized {
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Err(e) => Err(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
-    }
+    Ok(collected.freeze())
 }
 
 /// The media type without parameters, lower-cased.
