@@ -5,7 +5,9 @@
 //!
 //! Run it with `cargo bench -p berth --bench control_plane`. Knobs (environment variables):
 //! `BERTH_BENCH_DIR` (where the temporary data dirs go; default: Cargo's target tmp dir) and
-//! `BERTH_BENCH_QUICK=1` (smaller counts, for checking the bench itself).
+//! `BERTH_BENCH_QUICK=1` (smaller counts, for checking the bench itself), `BERTH_BENCH_ONLY`
+//! (a comma-separated subset of `floor,cold,creates,pods,watch`) and `BERTH_BENCH_BINARY` (a
+//! different `berth` to measure, e.g. an older build).
 //!
 //! The client is a lean one written here (hyper's HTTP/1.1 client connection over tokio-rustls,
 //! one keep-alive connection per simulated client), so the client's own CPU cost, which shares
@@ -160,8 +162,11 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn berth_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_berth")
+/// The `berth` Cargo built for this bench, or `BERTH_BENCH_BINARY` (to measure another build).
+fn berth_binary() -> PathBuf {
+    std::env::var_os("BERTH_BENCH_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berth")))
 }
 
 impl Server {
@@ -575,7 +580,7 @@ impl Report {
             "metric",
             "result",
             "target",
-            "",
+            "met?",
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2],
@@ -660,6 +665,31 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The share of CPU time (all cores) not idle over `window`, from /proc/stat.
+fn cpu_busy_percent(window: Duration) -> f64 {
+    fn sample() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        Some((idle, fields.iter().sum()))
+    }
+    let Some((idle0, total0)) = sample() else {
+        return f64::NAN;
+    };
+    std::thread::sleep(window);
+    let Some((idle1, total1)) = sample() else {
+        return f64::NAN;
+    };
+    let total = total1.saturating_sub(total0).max(1) as f64;
+    100.0 * (1.0 - idle1.saturating_sub(idle0) as f64 / total)
+}
+
 /// The mount the path lives on (longest mount point that is a prefix of it), from /proc/mounts.
 fn filesystem_of(path: &Path) -> String {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -704,7 +734,14 @@ fn is_tmpfs(path: &Path) -> bool {
 // ---------------------------------------------------------------------------------------------
 // 6. The floor: raw SQLite on the same disk.
 
-fn sqlite_floor(dir: &Path, rows: usize, per_commit: usize, value: &[u8]) -> anyhow::Result<f64> {
+/// Inserts `rows` rows, `per_commit` per transaction; returns rows/s and the commit latencies
+/// (BEGIN to COMMIT returned).
+fn sqlite_floor(
+    dir: &Path,
+    rows: usize,
+    per_commit: usize,
+    value: &[u8],
+) -> anyhow::Result<(f64, Latencies)> {
     let path = dir.join(format!("floor-{per_commit}.db"));
     let conn = rusqlite::Connection::open(&path).context("open floor db")?;
     let mode: String = conn
@@ -718,8 +755,10 @@ fn sqlite_floor(dir: &Path, rows: usize, per_commit: usize, value: &[u8]) -> any
     conn.execute_batch("CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL)")
         .context("create table")?;
     let started = Instant::now();
+    let mut commits = Vec::with_capacity(rows / per_commit + 1);
     let mut i = 0;
     while i < rows {
+        let t = Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE").context("begin")?;
         {
             let mut insert = conn
@@ -734,13 +773,14 @@ fn sqlite_floor(dir: &Path, rows: usize, per_commit: usize, value: &[u8]) -> any
             }
         }
         conn.execute_batch("COMMIT").context("commit")?;
+        commits.push(t.elapsed());
     }
     let rate = rows as f64 / started.elapsed().as_secs_f64();
     drop(conn);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    Ok(rate)
+    Ok((rate, Latencies::new(commits)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -847,6 +887,62 @@ fn cold_starts(
 
 // ---------------------------------------------------------------------------------------------
 // 1, 2. Fixed-count loads
+
+/// Open loop: request `i` is due at `start + i / rate`, sent by client `i % clients`. When a
+/// client falls behind, latency counts from when the request was due (so queueing shows rather
+/// than hiding behind a late send: no coordinated omission).
+async fn paced_load<F>(
+    target: &Target,
+    clients: usize,
+    total: usize,
+    rate: u64,
+    make: F,
+) -> anyhow::Result<Load>
+where
+    F: Fn(usize) -> (Method, String, Option<Bytes>, StatusCode) + Send + Sync + 'static,
+{
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(target.connect().await?);
+    }
+    let make = Arc::new(make);
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let started = Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::new();
+    for (k, mut conn) in conns.into_iter().enumerate() {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total / clients + 1);
+            let mut previous_done = started;
+            for i in (k..total).step_by(clients) {
+                let due = started + interval * i as u32;
+                tokio::time::sleep_until(due.into()).await;
+                // Behind schedule (the previous request ended after this one was due): count
+                // from when it was due. Otherwise from the actual send, so the timer's 1 ms
+                // granularity is not charged to the server.
+                let from = if previous_done > due {
+                    due
+                } else {
+                    Instant::now()
+                };
+                let (method, path, body, want) = make(i);
+                conn.expect(method, &path, body, want).await?;
+                previous_done = Instant::now();
+                latencies.push(previous_done - from);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for task in tasks {
+        all.extend(task.await.context("paced task panicked")??);
+    }
+    Ok(Load {
+        count: total,
+        wall: started.elapsed(),
+        latencies: Latencies::new(all),
+    })
+}
 
 /// Runs `total` requests over `clients` connections (each client takes the next index until
 /// none is left). `make(i)` gives the request. Connection setup is not timed.
@@ -1003,7 +1099,7 @@ async fn creates(
     );
     report.check(
         "creates",
-        format!("create latency, {clients} clients (p50 / p99 / max)"),
+        format!("create latency, {clients} clients, saturated (p50 / p99 / max)"),
         format!(
             "{} / {} / {}",
             ms(concurrent.latencies.median()),
@@ -1012,6 +1108,36 @@ async fn creates(
         ),
         "p99 < 10 ms",
         concurrent.latencies.pct(99.0) < TARGET_P99,
+    );
+
+    // The targets' operating point: 5,000 creates/s offered, open loop.
+    let rate = TARGET_CREATES_PER_SEC as u64;
+    let paced_count = sizes.concurrent_creates / 2;
+    eprintln!("creates: {clients} clients, paced at {rate}/s x {paced_count}");
+    let paced = paced_load(target, clients, paced_count, rate, move |i| {
+        (
+            Method::POST,
+            path.to_string(),
+            Some(configmap(&format!("paced-{i:06}"))),
+            StatusCode::CREATED,
+        )
+    })
+    .await?;
+    report.check(
+        "creates",
+        format!(
+            "create latency at {} creates/s offered ({clients} clients, open loop; p50 / p99 / max)",
+            thousands(rate as f64)
+        ),
+        format!(
+            "{} / {} / {}  (achieved {}/s)",
+            ms(paced.latencies.median()),
+            ms(paced.latencies.pct(99.0)),
+            ms(paced.latencies.max()),
+            thousands(paced.rate())
+        ),
+        "p99 < 10 ms",
+        paced.latencies.pct(99.0) < TARGET_P99,
     );
 
     // Attribution: the same requests with dryRun=All run everything but the store's commit.
@@ -1446,6 +1572,17 @@ async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> a
     }
     let delivered = from_send.len();
     let from_send = Latencies::new(from_send);
+    let creates = Latencies::new(
+        sent.iter()
+            .zip(acked.iter())
+            .map(|(s, a)| {
+                Duration::from_nanos(
+                    a.load(Ordering::SeqCst)
+                        .saturating_sub(s.load(Ordering::SeqCst)),
+                )
+            })
+            .collect(),
+    );
     from_ack.sort();
     let ack_pct = |p: f64| {
         let rank = ((p / 100.0) * from_ack.len() as f64).ceil() as usize;
@@ -1469,6 +1606,16 @@ async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> a
         ),
         "p99 < 10 ms",
         from_send.pct(99.0) < TARGET_P99,
+    );
+    report.add(
+        "watch",
+        "  of which the create itself: send - ack (p50 / p99 / max)",
+        format!(
+            "{} / {} / {}",
+            ms(creates.median()),
+            ms(creates.pct(99.0)),
+            ms(creates.max())
+        ),
     );
     report.add(
         "watch",
@@ -1592,7 +1739,16 @@ fn machine(report: &mut Report, dir: &Path) {
     report.add("machine", "data dir", dir.display().to_string());
     report.add("machine", "data dir filesystem", filesystem_of(dir));
     report.add("machine", "load average at start (1/5/15 min)", loadavg());
-    report.add("machine", "server binary", berth_binary().to_string());
+    report.add(
+        "machine",
+        "server binary",
+        berth_binary().display().to_string(),
+    );
+    report.add(
+        "machine",
+        "client",
+        "lean: hyper HTTP/1.1 + tokio-rustls, 1 keep-alive connection per client",
+    );
 }
 
 fn main() {
@@ -1646,6 +1802,18 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
             root.display()
         ));
     }
+    let busy = cpu_busy_percent(Duration::from_secs(1));
+    report.add(
+        "machine",
+        "CPU busy (all cores) in the second before the run",
+        format!("{busy:.0}%"),
+    );
+    if busy > 10.0 {
+        report.note(format!(
+            "the machine was not idle at the start ({busy:.0}% CPU busy): other work shares \
+             the cores, so these numbers are pessimistic"
+        ));
+    }
     if cfg!(debug_assertions) {
         report.note("this bench was built without optimizations; numbers are not representative");
     }
@@ -1660,10 +1828,10 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
     }
 
     // 6. The floor first, while nothing else of ours runs.
-    let single = if wants("floor") {
+    let (single, batched16) = if wants("floor") {
         floor(report, sizes, root)?
     } else {
-        f64::NAN
+        (f64::NAN, f64::NAN)
     };
 
     // 4. Cold starts (each its own server, stopped before the next).
@@ -1708,17 +1876,27 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
     if wants("creates") {
         let (serial, concurrent) =
             runtime.block_on(creates(report, &target, sizes, &data_dir, server.port))?;
-        for (label, rate) in [
-            ("1 client", serial.rate()),
-            (
-                &*format!("{} clients", sizes.concurrent_clients),
-                concurrent.rate(),
-            ),
-        ] {
+        if !single.is_nan() {
+            for (label, rate) in [
+                ("1 client", serial.rate()),
+                (
+                    &*format!("{} clients", sizes.concurrent_clients),
+                    concurrent.rate(),
+                ),
+            ] {
+                report.add(
+                    "floor",
+                    format!("ratio: berth creates/s ({label}) / raw SQLite 1 row per commit"),
+                    format!("{:.2}", rate / single),
+                );
+            }
             report.add(
                 "floor",
-                format!("ratio: berth creates/s ({label}) / raw SQLite 1 row per commit"),
-                format!("{:.2}", rate / single),
+                format!(
+                    "ratio: berth creates/s ({} clients) / raw SQLite 16 rows per commit",
+                    sizes.concurrent_clients
+                ),
+                format!("{:.2}", concurrent.rate() / batched16),
             );
         }
     }
@@ -1748,19 +1926,25 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The raw SQLite floor; returns the one-row-per-commit rate.
-fn floor(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<f64> {
+/// The raw SQLite floor; returns the one-row-per-commit and 16-rows-per-commit rates.
+fn floor(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<(f64, f64)> {
     eprintln!("floor: raw SQLite");
     let value = configmap("floor-value-of-typical-size");
     let floor_dir = root.join("floor");
     std::fs::create_dir_all(&floor_dir).context("floor dir")?;
-    let single = sqlite_floor(&floor_dir, sizes.floor_single, 1, &value)?;
-    let batched16 = sqlite_floor(&floor_dir, sizes.floor_batched, 16, &value)?;
-    let batched256 = sqlite_floor(&floor_dir, sizes.floor_batched, 256, &value)?;
+    let (single, commits) = sqlite_floor(&floor_dir, sizes.floor_single, 1, &value)?;
+    let (batched16, _) = sqlite_floor(&floor_dir, sizes.floor_batched, 16, &value)?;
+    let (batched256, _) = sqlite_floor(&floor_dir, sizes.floor_batched, 256, &value)?;
     report.add(
         "floor",
         "raw SQLite, WAL, synchronous=FULL, 1 row per commit",
-        format!("{}/s", thousands(single)),
+        format!(
+            "{}/s  (commit p50 {}, p99 {}, max {})",
+            thousands(single),
+            ms(commits.median()),
+            ms(commits.pct(99.0)),
+            ms(commits.max())
+        ),
     );
     report.add(
         "floor",
@@ -1772,7 +1956,7 @@ fn floor(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<f64>
         "raw SQLite, same, 256 rows per commit",
         format!("{}/s", thousands(batched256)),
     );
-    Ok(single)
+    Ok((single, batched16))
 }
 
 fn populated_cold_starts(
