@@ -11,7 +11,7 @@ use berth_api::selectors::{FieldSelector, LabelSelector, validate_fields};
 use berth_api::{ResourceInfo, discovery, openapi, tables};
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -205,17 +205,8 @@ where
             let content_type = header_str(&request, header::CONTENT_TYPE).map(str::to_string);
             let content_length =
                 header_str(&request, header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok());
-            let method = request.method().clone();
             let body = body::read(request.into_body(), content_length).await?;
-            resource_request(
-                state,
-                resource,
-                &method,
-                content_type.as_deref(),
-                &body,
-                &accept,
-            )
-            .await
+            resource_request(state, resource, content_type.as_deref(), &body, &accept).await
         }
     }
 }
@@ -383,7 +374,6 @@ fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
 async fn resource_request(
     state: &State,
     request: ResourceRequest,
-    method: &Method,
     content_type: Option<&str>,
     body: &[u8],
     accept: &str,
@@ -664,7 +654,6 @@ async fn resource_request(
                     Err(e) => return Err(e),
                 }
             }
-            let _ = method;
             let list = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": {"resourceVersion": listed.revision.to_string()}, "items": deleted});
             Ok(json_response(StatusCode::OK, &list, &[]))
         }
