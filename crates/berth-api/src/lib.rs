@@ -11,6 +11,7 @@
 //! - [`discovery`] and [`openapi`] describe the API to clients.
 
 pub mod codec;
+pub mod conversion;
 pub mod defaults;
 pub mod discovery;
 pub mod openapi;

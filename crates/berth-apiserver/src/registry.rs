@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use berth_api::ResourceInfo;
 use berth_api::codec;
+use berth_api::conversion;
 use berth_api::defaults::apply_defaults;
 use berth_api::patch::{PatchType, apply_patch};
 use berth_api::resources;
@@ -118,6 +119,16 @@ fn timestamp_after(seconds: i64) -> String {
         .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
         .unwrap_or(now);
     later.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The store key of an object: resources served in two shapes share one stored object.
+pub fn storage_key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+    conversion::storage_resource(info).key(namespace, name)
+}
+
+/// The store key prefix of every object of a resource.
+pub fn storage_prefix(info: &ResourceInfo) -> String {
+    conversion::storage_resource(info).key_prefix()
 }
 
 /// Kinds whose metadata.generation tracks spec changes.
@@ -259,9 +270,10 @@ impl Registry {
 
     /// The stored bytes as the client sees them: with resourceVersion, kind and apiVersion.
     pub fn decode(info: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
-        let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        let stored: Value = serde_json::from_slice(&kv.value).map_err(|e| {
             ApiError::internal(format!("stored object {} is not valid JSON: {e}", kv.key))
         })?;
+        let mut object = conversion::from_storage(info, stored);
         Self::stamp(info, &mut object, kv.mod_revision);
         Ok(object)
     }
@@ -274,8 +286,8 @@ impl Registry {
         meta_mut(object).insert("resourceVersion".into(), json!(revision.to_string()));
     }
 
-    fn encode(object: &Value) -> ApiResult<Bytes> {
-        let mut copy = object.clone();
+    fn encode(info: &ResourceInfo, object: &Value) -> ApiResult<Bytes> {
+        let mut copy = conversion::to_storage(info, object.clone());
         // The revision is the store's to give; it is never part of the stored bytes.
         if let Some(m) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
@@ -297,7 +309,7 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
     ) -> ApiResult<Option<KeyValue>> {
-        let (kv, _) = ops::get(self.store.as_ref(), &info.key(namespace, name)).await?;
+        let (kv, _) = ops::get(self.store.as_ref(), &storage_key(info, namespace, name)).await?;
         Ok(kv)
     }
 
@@ -495,11 +507,11 @@ impl Registry {
         if let Some(ns) = namespace.filter(|_| info.namespaced()) {
             self.check_namespace(info, ns, &name).await?;
         }
-        let bytes = Self::encode(&object)?;
+        let bytes = Self::encode(info, &object)?;
         if options.dry_run {
             return Ok(WriteResult { object, warnings });
         }
-        let key = info.key(namespace, &name);
+        let key = storage_key(info, namespace, &name);
         match ops::create(self.store.as_ref(), &key, bytes).await? {
             Written::Ok(revision) => {
                 Self::stamp(info, &mut object, revision);
@@ -523,7 +535,7 @@ impl Registry {
     where
         F: FnMut(&Value, Revision) -> ApiResult<Option<Value>>,
     {
-        let key = info.key(namespace, name);
+        let key = storage_key(info, namespace, name);
         for _ in 0..MAX_RETRIES {
             let Some(kv) = self.get_kv(info, namespace, name).await? else {
                 return Err(ApiError::not_found(info, name));
@@ -556,7 +568,7 @@ impl Registry {
                 ops::put_if(
                     self.store.as_ref(),
                     &key,
-                    Self::encode(&updated)?,
+                    Self::encode(info, &updated)?,
                     kv.mod_revision,
                 )
                 .await?
@@ -834,7 +846,7 @@ impl Registry {
         name: &str,
         options: &DeleteOptions,
     ) -> ApiResult<Deleted> {
-        let key = info.key(namespace, name);
+        let key = storage_key(info, namespace, name);
         if info.plural == "namespaces"
             && matches!(
                 name,
@@ -952,7 +964,7 @@ impl Registry {
                 match ops::put_if(
                     self.store.as_ref(),
                     &key,
-                    Self::encode(&updated)?,
+                    Self::encode(info, &updated)?,
                     kv.mod_revision,
                 )
                 .await?
@@ -992,8 +1004,8 @@ impl Registry {
         options: &ListOptions,
     ) -> ApiResult<ListResult> {
         let prefix = match namespace.filter(|_| info.namespaced()) {
-            Some(ns) => format!("{}{}/", info.key_prefix(), ns),
-            None => info.key_prefix(),
+            Some(ns) => format!("{}{}/", storage_prefix(info), ns),
+            None => storage_prefix(info),
         };
         let range_end = berth_store::prefix_end(&prefix);
         let (mut start, mut revision) =

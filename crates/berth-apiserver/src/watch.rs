@@ -45,8 +45,8 @@ pub struct WatchRequest {
 
 fn key_prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
     match namespace.filter(|_| info.namespaced()) {
-        Some(ns) => format!("{}{}/", info.key_prefix(), ns),
-        None => info.key_prefix(),
+        Some(ns) => format!("{}{}/", crate::registry::storage_prefix(info), ns),
+        None => crate::registry::storage_prefix(info),
     }
 }
 

@@ -371,3 +371,78 @@ async fn selector_watches_see_objects_leave_and_enter() {
     }
     assert_eq!(seen, ["ADDED c1", "DELETED c1", "ADDED c2", "DELETED c2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_one_store_seen_through_both_apis() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let berth = Berth::start();
+    let client = berth.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = cms
+        .create(&PostParams::default(), &configmap("watched", "1"))
+        .await
+        .expect("configmap");
+    let uid = cm.metadata.uid.clone().unwrap_or_default();
+    // Recorded the way kube-runtime's Recorder does, through events.k8s.io/v1.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let recorded: Event = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "watched.1", "namespace": "default"},
+        "eventTime": "2026-11-27T03:00:00.000000Z",
+        "regarding": {"kind": "ConfigMap", "name": "watched", "namespace": "default", "uid": uid, "apiVersion": "v1"},
+        "note": "saw the configmap", "reason": "Observed", "type": "Normal", "action": "Observe",
+        "reportingController": "berth.dev/test", "reportingInstance": "test-1"
+    }))
+    .expect("event");
+    events
+        .create(&PostParams::default(), &recorded)
+        .await
+        .expect("create events.k8s.io event");
+    // The same object through core v1, found by the field selectors kubectl describe uses.
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let selector = format!(
+        "involvedObject.name=watched,involvedObject.uid={uid},involvedObject.namespace=default"
+    );
+    let found = core
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .expect("core list");
+    assert_eq!(found.items.len(), 1);
+    assert_eq!(found.items[0].message.as_deref(), Some("saw the configmap"));
+    assert_eq!(
+        found.items[0].reporting_component.as_deref(),
+        Some("berth.dev/test")
+    );
+    let describe = berth.kubectl().ok(&["describe", "cm", "watched"]);
+    assert!(
+        describe.contains("Observed") && describe.contains("saw the configmap"),
+        "{describe}"
+    );
+    // And a core event is readable through events.k8s.io.
+    let legacy: CoreEvent = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "watched.2", "namespace": "default"},
+        "involvedObject": {"kind": "ConfigMap", "name": "watched", "namespace": "default", "uid": uid},
+        "message": "legacy", "reason": "Legacy", "type": "Warning", "count": 2,
+        "firstTimestamp": "2026-11-27T03:00:00Z", "lastTimestamp": "2026-11-27T03:00:09Z",
+        "source": {"component": "old-controller"}
+    }))
+    .expect("core event");
+    core.create(&PostParams::default(), &legacy)
+        .await
+        .expect("create core event");
+    let seen = events
+        .get("watched.2")
+        .await
+        .expect("read through events.k8s.io");
+    assert_eq!(seen.note.as_deref(), Some("legacy"));
+    assert_eq!(seen.deprecated_count, Some(2));
+    assert_eq!(
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        2
+    );
+}
