@@ -794,6 +794,11 @@ async fn binding(
     if node.is_empty() {
         return Err(ApiError::bad_request("binding target name is required"));
     }
+    let expected_uid = binding
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
     let now = crate::registry::now_rfc3339();
     // Binding is a system write: it bypasses the pod update rules that forbid spec changes.
     state
@@ -805,6 +810,17 @@ async fn binding(
             |pod, _| {
                 if let Some(existing) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
                     return Err(ApiError::conflict(info, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+                }
+                // A binding names the pod it was decided for; a pod recreated under the same
+                // name since then is a different pod.
+                if let Some(uid) = expected_uid.as_deref()
+                    && pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+                {
+                    return Err(ApiError::conflict(
+                        info,
+                        name,
+                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")),
+                    ));
                 }
                 if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
                     return Err(ApiError::conflict(info, name, &format!("pod {name} is being deleted, cannot be assigned to a host")));

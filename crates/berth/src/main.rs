@@ -41,7 +41,7 @@ impl DataDir {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: the API server on its embedded store.
+    /// Run the control plane: the API server on its embedded store, and the scheduler.
     Up {
         #[command(flatten)]
         data_dir: DataDir,
@@ -130,6 +130,8 @@ async fn up(
         compaction_interval,
     };
     let server = berth_apiserver::ApiServer::bind(config).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = spawn_scheduler(server.kubeconfig_path(), stop_rx).await?;
     let kubeconfig = server.kubeconfig_path().display().to_string();
     println!(
         "berth is up: the Kubernetes API is at https://{} (ready in {} ms)",
@@ -138,9 +140,46 @@ async fn up(
     );
     println!("kubeconfig: {kubeconfig}");
     println!("try:        kubectl --kubeconfig {kubeconfig} get namespaces");
-    server.serve(shutdown_signal()).await;
+    server
+        .serve(async {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    // The scheduler stops at its next await; a stuck request must not hold up the exit.
+    if tokio::time::timeout(Duration::from_secs(5), scheduler)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the scheduler did not stop in time");
+    }
     tracing::info!("berth stopped");
     Ok(())
+}
+
+/// Starts the scheduler as a client of the API server over loopback, with the admin
+/// kubeconfig berth just wrote, exactly as it would run from another machine.
+async fn spawn_scheduler(
+    kubeconfig: &std::path::Path,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("the admin kubeconfig is not usable by the scheduler")?;
+    let client = kube::Client::try_from(config).context("cannot build the scheduler's client")?;
+    let scheduler = berth_scheduler::Scheduler::new(client);
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            // A dropped sender also means berth is stopping.
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = scheduler.run(stopped).await {
+            tracing::error!(error = %e, "the scheduler stopped");
+        }
+    }))
 }
 
 async fn shutdown_signal() {

@@ -446,3 +446,68 @@ async fn events_are_one_store_seen_through_both_apis() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_sets_the_node_once_and_only_for_the_same_pod() {
+    use k8s_openapi::api::core::v1::Pod;
+    let berth = Berth::start();
+    let pods: Api<Pod> = Api::namespaced(berth.client().await, "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bind-me"},
+        "spec": {"schedulerName": "nobody", "containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .expect("pod");
+    let pod = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let binding = |uid: &str, node: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "bind-me", "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}
+        })
+    };
+    let wrong = pods
+        .create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            "bind-me",
+            &PostParams::default(),
+            &binding("other-uid", "n1"),
+        )
+        .await;
+    assert!(
+        matches!(wrong, Err(kube::Error::Api(ref e)) if e.code == 409),
+        "{wrong:?}"
+    );
+    pods.create_subresource::<serde_json::Value, serde_json::Value>(
+        "binding",
+        "bind-me",
+        &PostParams::default(),
+        &binding(&uid, "n1"),
+    )
+    .await
+    .expect("bind");
+    let bound = pods.get("bind-me").await.expect("get");
+    assert_eq!(bound.spec.and_then(|s| s.node_name).as_deref(), Some("n1"));
+    let scheduled = bound.status.and_then(|s| s.conditions).unwrap_or_default();
+    assert!(
+        scheduled
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True"),
+        "{scheduled:?}"
+    );
+    let again = pods
+        .create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            "bind-me",
+            &PostParams::default(),
+            &binding(&uid, "n2"),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(kube::Error::Api(ref e)) if e.code == 409 && e.message.contains("already assigned")),
+        "{again:?}"
+    );
+}

@@ -1,0 +1,414 @@
+//! berth's scheduler: binds pending pods to nodes. It is a client of the API server like any
+//! other (kube-rs over loopback), so it would work unchanged from another machine.
+//!
+//! Where to start: [`Scheduler::run`] keeps two reflector caches (nodes and pods) and runs
+//! scheduling passes; a pass calls [`Scheduler::reconcile`] — the one reconcile — for each
+//! pending pod that is due. The decision itself has no I/O: [`schedule::schedule`] runs the
+//! [`filter::Filter`]s over a [`snapshot::Snapshot`] and scores what is left.
+//!
+//! Why reflectors and a loop rather than `kube::runtime::Controller`: scheduling decisions must
+//! be made one after another against one view of the cluster (two pods must not both take a
+//! node's last slot), and any change to a node or a pod may make *every* pending pod
+//! schedulable. A Controller reconciles objects concurrently and only the object that changed;
+//! bending it to this would need concurrency 1 plus a reconcile-all trigger on every event. A
+//! pass over the caches is that, written plainly; [`queue`] holds the per-pod back-off.
+//!
+//! Level-triggered: a pass reads the caches as they are now; a pod is re-evaluated whenever
+//! the nodes, the bound pods or its own spec differ from what it last failed against, and
+//! otherwise when its back-off (1 s doubling to 10 s) runs out.
+//!
+//! - [`filter`]: the predicates and the [`filter::Filter`] extension point (volumes come next);
+//! - [`schedule`]: filter, score (least allocated, ties by name), the "0/N nodes" message;
+//! - [`snapshot`]: nodes with what is requested on them, effective pod requests;
+//! - [`quantity`]: `500m`, `128Mi`, `1e3` as integers;
+//! - [`queue`]: when to look at a pending pod again;
+//! - [`events`]: core/v1 Events with repeat counting.
+
+pub mod error;
+pub mod events;
+pub mod filter;
+pub mod quantity;
+pub mod queue;
+pub mod schedule;
+pub mod snapshot;
+#[cfg(test)]
+mod testing;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+
+pub use error::Error;
+use filter::Filter;
+use queue::Backoff;
+use snapshot::Snapshot;
+
+/// The scheduler: its filters, and what it remembers between passes.
+pub struct Scheduler {
+    client: Client,
+    filters: Vec<Box<dyn Filter>>,
+    backoff: Backoff,
+    recorder: events::Recorder,
+    /// uid → node of pods bound by this scheduler that the pod cache does not show bound yet.
+    assumed: HashMap<String, String>,
+}
+
+impl Scheduler {
+    /// A scheduler with [`filter::default_filters`].
+    pub fn new(client: Client) -> Scheduler {
+        Scheduler {
+            recorder: events::Recorder::new(client.clone()),
+            client,
+            filters: filter::default_filters(),
+            backoff: Backoff::default(),
+            assumed: HashMap::new(),
+        }
+    }
+
+    /// Adds a filter after the default ones (e.g. volume node affinity).
+    #[must_use]
+    pub fn with_filter(mut self, filter: Box<dyn Filter>) -> Scheduler {
+        self.filters.push(filter);
+        self
+    }
+
+    /// Watches nodes and pods and schedules until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let changed = Arc::new(Notify::new());
+        let (nodes, node_task) = cache::<Node>(Api::all(self.client.clone()), changed.clone());
+        let (pods, pod_task) = cache::<Pod>(Api::all(self.client.clone()), changed.clone());
+        // Abort the watch tasks however this function ends.
+        let _tasks = AbortOnDrop(vec![node_task, pod_task]);
+        tokio::pin!(shutdown);
+
+        let ready = async {
+            nodes
+                .wait_until_ready()
+                .await
+                .map_err(|_| Error::CacheNotReady("node"))?;
+            pods.wait_until_ready()
+                .await
+                .map_err(|_| Error::CacheNotReady("pod"))
+        };
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            ready = ready => ready?,
+        }
+        tracing::info!("scheduler started");
+
+        loop {
+            self.pass(&nodes, &pods).await;
+            // With nothing backing off, only a change wakes the scheduler.
+            let wake = self
+                .backoff
+                .next_due()
+                .map_or(Instant::now() + Duration::from_secs(3600), |due| due);
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = changed.notified() => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// One scheduling pass over every pending pod that is due, highest priority and oldest first.
+    async fn pass(&mut self, nodes: &Store<Node>, pods: &Store<Pod>) {
+        let nodes = nodes.state();
+        let pods = pods.state();
+
+        // Assumed pods leave the list once the cache shows them bound, or gone.
+        let by_uid: HashMap<&str, &Pod> = pods
+            .iter()
+            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p.as_ref())))
+            .collect();
+        self.assumed.retain(|uid, _| {
+            by_uid
+                .get(uid.as_str())
+                .is_some_and(|p| schedule::is_pending(p))
+        });
+
+        let mut pending: Vec<&Pod> = pods
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|p| schedule::is_pending(p))
+            .filter(|p| {
+                p.metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|uid| !self.assumed.contains_key(uid))
+            })
+            .collect();
+        pending.sort_by_key(|p| {
+            (
+                std::cmp::Reverse(p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)),
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.metadata.namespace.clone(),
+                p.metadata.name.clone(),
+            )
+        });
+        let is_pending_uid = |uid: &str| {
+            pending
+                .iter()
+                .any(|p| p.metadata.uid.as_deref() == Some(uid))
+        };
+        self.backoff.retain(is_pending_uid);
+        self.recorder.retain(is_pending_uid);
+
+        let world = world_fingerprint(&nodes, &pods);
+        let mut snapshot = Snapshot::new(&nodes, &pods, &self.assumed);
+        for pod in pending {
+            let fingerprint = pod_fingerprint(world, pod);
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if !self.backoff.is_due(&uid, fingerprint, Instant::now()) {
+                continue;
+            }
+            match self.reconcile(pod, &mut snapshot).await {
+                Ok(true) => self.backoff.forget(&uid),
+                Ok(false) => self.backoff.failed(&uid, fingerprint, Instant::now()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduling failed; will retry");
+                    self.backoff.failed(&uid, fingerprint, Instant::now());
+                }
+            }
+        }
+    }
+
+    /// The one reconcile: place `pod` (pending, as the cache shows it) or say why it cannot be
+    /// placed. `Ok(true)` when it was bound, `Ok(false)` when no node fits.
+    pub async fn reconcile(&mut self, pod: &Pod, snapshot: &mut Snapshot) -> Result<bool, Error> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        match schedule::schedule(pod, snapshot, &self.filters) {
+            Ok(node) => {
+                let binding = Binding {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(namespace.clone()),
+                        uid: pod.metadata.uid.clone(),
+                        ..Default::default()
+                    },
+                    target: ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Node".into()),
+                        name: Some(node.clone()),
+                        ..Default::default()
+                    },
+                };
+                let bound = api
+                    .create_subresource::<_, serde_json::Value>(
+                        "binding",
+                        &name,
+                        &PostParams::default(),
+                        &binding,
+                    )
+                    .await;
+                match bound {
+                    Ok(_) => {}
+                    // Bound or being deleted meanwhile: the cache will show it and the pod
+                    // stops being pending; nothing to undo.
+                    Err(kube::Error::Api(status)) if status.is_conflict() => return Ok(true),
+                    Err(source) => {
+                        return Err(Error::Bind {
+                            pod: format!("{namespace}/{name}"),
+                            node,
+                            source,
+                        });
+                    }
+                }
+                tracing::info!(pod = %format!("{namespace}/{name}"), %node, "scheduled");
+                snapshot.assume(pod, &node);
+                if let Some(uid) = &pod.metadata.uid {
+                    self.assumed.insert(uid.clone(), node.clone());
+                }
+                let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                self.recorder
+                    .record(pod, "Normal", "Scheduled", &message)
+                    .await?;
+                Ok(true)
+            }
+            Err(fit) => {
+                let message = fit.to_string();
+                tracing::debug!(pod = %format!("{namespace}/{name}"), %message, "unschedulable");
+                if let Some(conditions) = unschedulable_conditions(pod, &message) {
+                    let patch = serde_json::json!({"status": {"conditions": conditions}});
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(|source| Error::Status {
+                            pod: format!("{namespace}/{name}"),
+                            source,
+                        })?;
+                }
+                self.recorder
+                    .record(pod, "Warning", "FailedScheduling", &message)
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The pod's conditions with PodScheduled=False/Unschedulable and `message`, or `None` when
+/// the pod already says exactly that (so an unchanged verdict writes nothing).
+pub fn unschedulable_conditions(pod: &Pod, message: &str) -> Option<Vec<PodCondition>> {
+    let mut conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let existing = conditions.iter().find(|c| c.type_ == "PodScheduled");
+    if existing.is_some_and(|c| {
+        c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+            && c.message.as_deref() == Some(message)
+    }) {
+        return None;
+    }
+    // lastTransitionTime moves only when the status does.
+    let transition = existing
+        .filter(|c| c.status == "False")
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(k8s_openapi::jiff::Timestamp::now()));
+    conditions.retain(|c| c.type_ != "PodScheduled");
+    conditions.push(PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some(message.into()),
+        last_transition_time: Some(transition),
+        ..Default::default()
+    });
+    Some(conditions)
+}
+
+/// What a failed verdict depended on outside the pod: each node as it is now (its
+/// resourceVersion) and which live pods are bound where.
+fn world_fingerprint(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> u64 {
+    let mut nodes: Vec<_> = nodes
+        .iter()
+        .map(|n| (&n.metadata.name, &n.metadata.resource_version))
+        .collect();
+    nodes.sort();
+    let mut bound: Vec<_> = pods
+        .iter()
+        .filter(|p| !snapshot::is_terminated(p))
+        .filter_map(|p| {
+            let node = p.spec.as_ref()?.node_name.as_ref()?;
+            Some((&p.metadata.uid, node))
+        })
+        .collect();
+    bound.sort();
+    let mut h = DefaultHasher::new();
+    nodes.hash(&mut h);
+    bound.hash(&mut h);
+    h.finish()
+}
+
+/// The world fingerprint combined with the pod's spec, which is all a verdict depends on.
+fn pod_fingerprint(world: u64, pod: &Pod) -> u64 {
+    let mut h = DefaultHasher::new();
+    world.hash(&mut h);
+    serde_json::to_string(&pod.spec)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
+/// A reflector cache of `K`, driven by a task that pokes `changed` on every watch event.
+fn cache<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    let task = tokio::spawn(drive(stream, changed));
+    (store, task)
+}
+
+async fn drive<S, T>(stream: S, changed: Arc<Notify>)
+where
+    S: Stream<Item = Result<T, watcher::Error>>,
+{
+    tokio::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(_) => changed.notify_one(),
+            // The watcher backs off and resumes by itself; the cache keeps its last state.
+            Err(e) => tracing::warn!(error = %e, "scheduler watch failed; retrying"),
+        }
+    }
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::pod;
+
+    #[test]
+    fn unschedulable_condition_is_written_only_when_it_changes() {
+        let mut p = pod("p");
+        let first = unschedulable_conditions(&p, "0/1 nodes are available: 1 Too many pods.")
+            .expect("a new condition");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].reason.as_deref(), Some("Unschedulable"));
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            conditions: Some(first.clone()),
+            ..Default::default()
+        });
+        assert_eq!(
+            unschedulable_conditions(&p, "0/1 nodes are available: 1 Too many pods."),
+            None
+        );
+        let changed = unschedulable_conditions(&p, "no nodes available to schedule pods")
+            .expect("the message changed");
+        assert_eq!(changed.len(), 1);
+        assert_eq!(
+            changed[0].last_transition_time, first[0].last_transition_time,
+            "still False, so the transition time stays"
+        );
+    }
+
+    #[test]
+    fn fingerprints_ignore_pod_status_but_not_spec() {
+        let world = world_fingerprint(&[], &[]);
+        let p = pod("p");
+        let mut with_status = p.clone();
+        with_status.status = Some(Default::default());
+        assert_eq!(
+            pod_fingerprint(world, &p),
+            pod_fingerprint(world, &with_status)
+        );
+        let mut respec = p.clone();
+        respec.spec.as_mut().expect("spec").node_selector = Some(Default::default());
+        assert_ne!(pod_fingerprint(world, &p), pod_fingerprint(world, &respec));
+    }
+}
