@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::auth::Authenticator;
 use crate::body;
 use crate::registry::{
-    DeleteOptions, Deleted, FieldValidation, ListOptions, Registry, WriteOptions,
+    DeleteOptions, Deleted, FieldValidation, ListOptions, Registry, Target, WriteOptions,
 };
 use crate::request::{Query, ResourceRequest, Route, Verb, route};
 use crate::status::{ApiError, ApiResult, success_status};
@@ -596,7 +596,16 @@ async fn resource_request(
             }
             let name = name.unwrap_or_default();
             let written = registry
-                .update(info, ns, &name, object, subresource, &options)
+                .update(
+                    Target {
+                        info,
+                        namespace: ns,
+                        name: &name,
+                        subresource,
+                    },
+                    object,
+                    &options,
+                )
                 .await?;
             Ok(json_response(
                 StatusCode::OK,
@@ -612,7 +621,17 @@ async fn resource_request(
             let patch = body::decode(content_type, body)?;
             let name = name.unwrap_or_default();
             let (written, created) = registry
-                .patch(info, ns, &name, patch_type, &patch, subresource, &options)
+                .patch(
+                    Target {
+                        info,
+                        namespace: ns,
+                        name: &name,
+                        subresource,
+                    },
+                    patch_type,
+                    &patch,
+                    &options,
+                )
                 .await?;
             let status = if created {
                 StatusCode::CREATED
@@ -760,12 +779,9 @@ async fn scale(
     let options = write_options(query)?;
     let (written, _) = registry
         .patch(
-            info,
-            namespace,
-            name,
+            Target::object(info, namespace, name),
             PatchType::Merge,
             &patch,
-            None,
             &options,
         )
         .await?;

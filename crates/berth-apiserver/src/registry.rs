@@ -65,6 +65,26 @@ pub struct WriteResult {
     pub warnings: Vec<String>,
 }
 
+/// The object a write addresses: `subresource` is `Some("status")` for status writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub info: &'static ResourceInfo,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub subresource: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    pub fn object(info: &'static ResourceInfo, namespace: Option<&'a str>, name: &'a str) -> Self {
+        Target {
+            info,
+            namespace,
+            name,
+            subresource: None,
+        }
+    }
+}
+
 /// Parsed list options.
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
@@ -677,17 +697,19 @@ impl Registry {
     }
 
     /// Runs the admission chain for an update and returns the object to store.
-    #[allow(clippy::too_many_arguments)] // The update's whole context; called from update and patch only.
     fn admit_update(
-        info: &'static ResourceInfo,
-        name: &str,
-        namespace: Option<&str>,
+        target: Target<'_>,
         mut new: Value,
         old: &Value,
-        subresource: Option<&str>,
         options: &WriteOptions,
         warnings: &mut Vec<String>,
     ) -> ApiResult<Value> {
+        let Target {
+            info,
+            namespace,
+            name,
+            subresource,
+        } = target;
         Self::check_type(info, &mut new)?;
         Self::check_namespace_field(info, &mut new, namespace)?;
         let body_name = meta_str(&new, "name").unwrap_or("");
@@ -718,59 +740,64 @@ impl Registry {
         Ok(new)
     }
 
-    /// PUT of the whole object (or of its status).
-    pub async fn update(
+    /// The shared path of PUT and PATCH: `propose` turns the stored object into the client's
+    /// intended one (checking preconditions), then admission runs on it, retrying on races.
+    async fn admitted_update<F>(
         &self,
-        info: &'static ResourceInfo,
-        namespace: Option<&str>,
-        name: &str,
-        object: Value,
-        subresource: Option<&str>,
+        target: Target<'_>,
         options: &WriteOptions,
-    ) -> ApiResult<WriteResult> {
-        let wanted = meta_str(&object, "resourceVersion").map(str::to_string);
+        mut propose: F,
+    ) -> ApiResult<WriteResult>
+    where
+        F: FnMut(&Value, Revision) -> ApiResult<Value>,
+    {
         let mut warnings = Vec::new();
-        let result = self
+        let object = self
             .guaranteed_update(
-                info,
-                namespace,
-                name,
+                target.info,
+                target.namespace,
+                target.name,
                 |current, revision| {
-                    Self::check_precondition(info, name, wanted.as_deref(), revision)?;
+                    let proposed = propose(current, revision)?;
                     warnings.clear();
-                    let new = Self::admit_update(
-                        info,
-                        name,
-                        namespace,
-                        object.clone(),
-                        current,
-                        subresource,
-                        options,
-                        &mut warnings,
-                    )?;
-                    Ok(Some(new))
+                    Self::admit_update(target, proposed, current, options, &mut warnings).map(Some)
                 },
                 options.dry_run,
             )
             .await?;
-        Ok(WriteResult {
-            object: result,
-            warnings,
-        })
+        Ok(WriteResult { object, warnings })
     }
 
-    /// PATCH of the whole object (or of its status). Server-side apply creates a missing object.
-    #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename these.
+    /// PUT of the whole object (or of its status).
+    pub async fn update(
+        &self,
+        target: Target<'_>,
+        object: Value,
+        options: &WriteOptions,
+    ) -> ApiResult<WriteResult> {
+        let wanted = meta_str(&object, "resourceVersion").map(str::to_string);
+        self.admitted_update(target, options, |_, revision| {
+            Self::check_precondition(target.info, target.name, wanted.as_deref(), revision)?;
+            Ok(object.clone())
+        })
+        .await
+    }
+
+    /// PATCH of the whole object (or of its status). Server-side apply creates a missing object,
+    /// which the `bool` reports.
     pub async fn patch(
         &self,
-        info: &'static ResourceInfo,
-        namespace: Option<&str>,
-        name: &str,
+        target: Target<'_>,
         patch_type: PatchType,
         patch: &Value,
-        subresource: Option<&str>,
         options: &WriteOptions,
     ) -> ApiResult<(WriteResult, bool)> {
+        let Target {
+            info,
+            namespace,
+            name,
+            subresource,
+        } = target;
         if patch_type == PatchType::Apply
             && subresource.is_none()
             && self.get_kv(info, namespace, name).await?.is_none()
@@ -785,57 +812,35 @@ impl Registry {
             meta_mut(&mut object).insert("name".into(), json!(name));
             return Ok((self.create(info, namespace, object, options).await?, true));
         }
-        let mut warnings = Vec::new();
-        let result = self
-            .guaranteed_update(
-                info,
-                namespace,
-                name,
-                |current, revision| {
-                    let patched = apply_patch(info, patch_type, current, patch).map_err(|e| {
-                        if e.status_code() == 400 {
-                            ApiError::bad_request(e.to_string())
-                        } else {
-                            ApiError::invalid(
-                                info,
-                                name,
-                                &[berth_api::validation::FieldError {
-                                    kind: berth_api::validation::FieldErrorKind::Invalid,
-                                    field: "".into(),
-                                    value: None,
-                                    detail: e.to_string(),
-                                }],
-                            )
-                        }
-                    })?;
-                    // A resourceVersion in the patch is a precondition, as in Kubernetes.
-                    let pinned = meta_str(&patched, "resourceVersion").map(str::to_string);
-                    if pinned.as_deref() != Some(revision.to_string().as_str()) {
-                        Self::check_precondition(info, name, pinned.as_deref(), revision)?;
+        let written = self
+            .admitted_update(target, options, |current, revision| {
+                let patched = apply_patch(info, patch_type, current, patch).map_err(|e| {
+                    if e.status_code() == 400 {
+                        ApiError::bad_request(e.to_string())
+                    } else {
+                        ApiError::invalid(
+                            info,
+                            name,
+                            &[berth_api::validation::FieldError {
+                                kind: berth_api::validation::FieldErrorKind::Invalid,
+                                field: "".into(),
+                                value: None,
+                                detail: e.to_string(),
+                            }],
+                        )
                     }
-                    warnings.clear();
-                    let new = Self::admit_update(
-                        info,
-                        name,
-                        namespace,
-                        patched,
-                        current,
-                        subresource,
-                        options,
-                        &mut warnings,
-                    )?;
-                    Ok(Some(new))
-                },
-                options.dry_run,
-            )
+                })?;
+                // A resourceVersion in the patch is a precondition, as in Kubernetes.
+                Self::check_precondition(
+                    info,
+                    name,
+                    meta_str(&patched, "resourceVersion"),
+                    revision,
+                )?;
+                Ok(patched)
+            })
             .await?;
-        Ok((
-            WriteResult {
-                object: result,
-                warnings,
-            },
-            false,
-        ))
+        Ok((written, false))
     }
 
     /// Marks for deletion or deletes, honouring grace periods, finalizers and propagation.
