@@ -256,11 +256,7 @@ fn deployment_spec(spec: &DeploymentSpec, path: &Path) -> Errors {
 }
 
 pub(crate) fn validate_deployment(d: &Deployment, with_meta: bool) -> Errors {
-    let mut errs = if with_meta {
-        meta::validate_object_meta(&d.metadata, true, NameRule::Subdomain, &meta_path())
-    } else {
-        Vec::new()
-    };
+    let mut errs = meta::validate_object_meta_if(with_meta, &d.metadata, true, NameRule::Subdomain);
     errs.extend(deployment_spec(
         &d.spec.clone().unwrap_or_default(),
         &spec_path(),
@@ -419,11 +415,8 @@ fn replica_set_spec(spec: &ReplicaSetSpec, path: &Path) -> Errors {
 }
 
 pub(crate) fn validate_replica_set(rs: &ReplicaSet, with_meta: bool) -> Errors {
-    let mut errs = if with_meta {
-        meta::validate_object_meta(&rs.metadata, true, NameRule::Subdomain, &meta_path())
-    } else {
-        Vec::new()
-    };
+    let mut errs =
+        meta::validate_object_meta_if(with_meta, &rs.metadata, true, NameRule::Subdomain);
     errs.extend(replica_set_spec(
         &rs.spec.clone().unwrap_or_default(),
         &spec_path(),
@@ -636,11 +629,7 @@ fn stateful_set_spec(spec: &StatefulSetSpec, path: &Path) -> Errors {
 }
 
 pub(crate) fn validate_stateful_set(sts: &StatefulSet, with_meta: bool) -> Errors {
-    let mut errs = if with_meta {
-        meta::validate_object_meta(&sts.metadata, true, NameRule::Label, &meta_path())
-    } else {
-        Vec::new()
-    };
+    let mut errs = meta::validate_object_meta_if(with_meta, &sts.metadata, true, NameRule::Label);
     errs.extend(stateful_set_spec(
         &sts.spec.clone().unwrap_or_default(),
         &spec_path(),
@@ -753,11 +742,8 @@ pub(crate) fn validate_stateful_set_status_update(new: &StatefulSet, old: &State
 }
 
 pub(crate) fn validate_controller_revision(cr: &ControllerRevision, with_meta: bool) -> Errors {
-    let mut errs = if with_meta {
-        meta::validate_object_meta(&cr.metadata, true, NameRule::Subdomain, &meta_path())
-    } else {
-        Vec::new()
-    };
+    let mut errs =
+        meta::validate_object_meta_if(with_meta, &cr.metadata, true, NameRule::Subdomain);
     if cr.data.is_none() {
         errs.push(FieldError::required(
             &Path::new("data"),

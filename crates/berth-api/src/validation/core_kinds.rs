@@ -314,28 +314,35 @@ pub(crate) fn validate_config_map(cm: &ConfigMap) -> Errors {
     errs
 }
 
-pub(crate) fn validate_config_map_update(new: &ConfigMap, old: &ConfigMap) -> Errors {
-    let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &meta_path());
-    if old.immutable == Some(true) {
-        if new.immutable != Some(true) {
-            errs.push(FieldError::forbidden(
-                &Path::new("immutable"),
-                "field is immutable when `immutable` is set",
-            ));
-        }
-        if new.data != old.data {
-            errs.push(FieldError::forbidden(
-                &Path::new("data"),
-                "field is immutable when `immutable` is set",
-            ));
-        }
-        if new.binary_data != old.binary_data {
-            errs.push(FieldError::forbidden(
-                &Path::new("binaryData"),
-                "field is immutable when `immutable` is set",
-            ));
+/// A ConfigMap or Secret whose old `immutable` is true may not unset it, nor change any field
+/// of `changed` (its name, and whether it differs from the old object).
+fn frozen_when_immutable(new: Option<bool>, old: Option<bool>, changed: &[(&str, bool)]) -> Errors {
+    const FROZEN: &str = "field is immutable when `immutable` is set";
+    let mut errs = Vec::new();
+    if old != Some(true) {
+        return errs;
+    }
+    if new != Some(true) {
+        errs.push(FieldError::forbidden(&Path::new("immutable"), FROZEN));
+    }
+    for &(field, differs) in changed {
+        if differs {
+            errs.push(FieldError::forbidden(&Path::new(field), FROZEN));
         }
     }
+    errs
+}
+
+pub(crate) fn validate_config_map_update(new: &ConfigMap, old: &ConfigMap) -> Errors {
+    let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &meta_path());
+    errs.extend(frozen_when_immutable(
+        new.immutable,
+        old.immutable,
+        &[
+            ("data", new.data != old.data),
+            ("binaryData", new.binary_data != old.binary_data),
+        ],
+    ));
     errs.extend(config_map_body(new));
     errs
 }
@@ -428,20 +435,11 @@ pub(crate) fn validate_secret(secret: &Secret) -> Errors {
 pub(crate) fn validate_secret_update(new: &Secret, old: &Secret) -> Errors {
     let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &meta_path());
     meta::immutable_str(&mut errs, s(&new.type_), s(&old.type_), &Path::new("type"));
-    if old.immutable == Some(true) {
-        if new.immutable != Some(true) {
-            errs.push(FieldError::forbidden(
-                &Path::new("immutable"),
-                "field is immutable when `immutable` is set",
-            ));
-        }
-        if new.data != old.data {
-            errs.push(FieldError::forbidden(
-                &Path::new("data"),
-                "field is immutable when `immutable` is set",
-            ));
-        }
-    }
+    errs.extend(frozen_when_immutable(
+        new.immutable,
+        old.immutable,
+        &[("data", new.data != old.data)],
+    ));
     errs.extend(secret_body(new));
     errs
 }
@@ -462,13 +460,30 @@ const ACTION_LIMIT: usize = 128;
 const REASON_LIMIT: usize = 128;
 const NOTE_LIMIT: usize = 1024;
 
-/// legacyValidateEvent: what every core/v1 Event must satisfy.
-fn legacy_event(e: &Event) -> Errors {
+/// The fields legacyValidateEvent reads. A core/v1 Event and an events.k8s.io/v1 one hold them
+/// under different names; both are checked by [`legacy_event_rules`] and reported under the
+/// core names, as Kubernetes does.
+pub(crate) struct LegacyEvent<'a> {
+    pub(crate) namespace: &'a str,
+    /// involvedObject.namespace (events.k8s.io: regarding.namespace).
+    pub(crate) involved_namespace: &'a str,
+    pub(crate) has_event_time: bool,
+    /// reportingComponent (events.k8s.io: reportingController).
+    pub(crate) reporting_controller: &'a str,
+    pub(crate) reporting_instance: &'a str,
+    pub(crate) action: &'a str,
+    pub(crate) reason: &'a str,
+    /// message (events.k8s.io: note).
+    pub(crate) message: &'a str,
+}
+
+/// legacyValidateEvent: what every Event must satisfy, in either API group.
+pub(crate) fn legacy_event_rules(e: &LegacyEvent<'_>) -> Errors {
     let mut errs = Vec::new();
-    let namespace = s(&e.metadata.namespace);
-    let involved_ns = s(&e.involved_object.namespace);
+    let namespace = e.namespace;
+    let involved_ns = e.involved_namespace;
     let ns_path = Path::new("involvedObject").child("namespace");
-    if e.event_time.is_none() {
+    if !e.has_event_time {
         if involved_ns.is_empty() {
             if !namespace.is_empty() && namespace != "default" {
                 errs.push(FieldError::invalid(
@@ -492,7 +507,7 @@ fn legacy_event(e: &Event) -> Errors {
                 "does not match event.namespace",
             ));
         }
-        let controller = s(&e.reporting_component);
+        let controller = e.reporting_controller;
         if controller.is_empty() {
             errs.push(FieldError::required(&Path::new("reportingController"), ""));
         }
@@ -503,40 +518,27 @@ fn legacy_event(e: &Event) -> Errors {
                 msg,
             ));
         }
-        let instance = s(&e.reporting_instance);
-        if instance.is_empty() {
-            errs.push(FieldError::required(&Path::new("reportingInstance"), ""));
+        for (value, name, limit) in [
+            (
+                e.reporting_instance,
+                "reportingInstance",
+                REPORTING_INSTANCE_LIMIT,
+            ),
+            (e.action, "action", ACTION_LIMIT),
+            (e.reason, "reason", REASON_LIMIT),
+        ] {
+            if value.is_empty() {
+                errs.push(FieldError::required(&Path::new(name), ""));
+            }
+            if value.len() > limit {
+                errs.push(FieldError::invalid(
+                    &Path::new(name),
+                    "",
+                    format!("can have at most {limit} characters"),
+                ));
+            }
         }
-        if instance.len() > REPORTING_INSTANCE_LIMIT {
-            errs.push(FieldError::invalid(
-                &Path::new("reportingInstance"),
-                "",
-                format!("can have at most {REPORTING_INSTANCE_LIMIT} characters"),
-            ));
-        }
-        let action = s(&e.action);
-        if action.is_empty() {
-            errs.push(FieldError::required(&Path::new("action"), ""));
-        }
-        if action.len() > ACTION_LIMIT {
-            errs.push(FieldError::invalid(
-                &Path::new("action"),
-                "",
-                format!("can have at most {ACTION_LIMIT} characters"),
-            ));
-        }
-        let reason = s(&e.reason);
-        if reason.is_empty() {
-            errs.push(FieldError::required(&Path::new("reason"), ""));
-        }
-        if reason.len() > REASON_LIMIT {
-            errs.push(FieldError::invalid(
-                &Path::new("reason"),
-                "",
-                format!("can have at most {REASON_LIMIT} characters"),
-            ));
-        }
-        if s(&e.message).len() > NOTE_LIMIT {
+        if e.message.len() > NOTE_LIMIT {
             errs.push(FieldError::invalid(
                 &Path::new("message"),
                 "",
@@ -550,14 +552,24 @@ fn legacy_event(e: &Event) -> Errors {
     errs
 }
 
+/// legacyValidateEvent for a core/v1 Event.
+fn legacy_event(e: &Event) -> Errors {
+    legacy_event_rules(&LegacyEvent {
+        namespace: s(&e.metadata.namespace),
+        involved_namespace: s(&e.involved_object.namespace),
+        has_event_time: e.event_time.is_some(),
+        reporting_controller: s(&e.reporting_component),
+        reporting_instance: s(&e.reporting_instance),
+        action: s(&e.action),
+        reason: s(&e.reason),
+        message: s(&e.message),
+    })
+}
+
 /// A core/v1 Event: ObjectMeta plus the legacy rules. Kubernetes skips the ObjectMeta checks
 /// for this version; berth keeps them so a nameless event cannot be stored.
 pub(crate) fn validate_event(e: &Event, with_meta: bool) -> Errors {
-    let mut errs = if with_meta {
-        meta::validate_object_meta(&e.metadata, true, NameRule::Subdomain, &meta_path())
-    } else {
-        Vec::new()
-    };
+    let mut errs = meta::validate_object_meta_if(with_meta, &e.metadata, true, NameRule::Subdomain);
     errs.extend(legacy_event(e));
     errs
 }

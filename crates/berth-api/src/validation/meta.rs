@@ -33,6 +33,22 @@ impl NameRule {
     }
 }
 
+/// [`validate_object_meta`] at `metadata` when `with_meta`, else nothing. A kind's validator
+/// takes `with_meta` false when its update calls it: the update checks the metadata against
+/// the old object instead, and the name cannot change there.
+pub(crate) fn validate_object_meta_if(
+    with_meta: bool,
+    meta: &ObjectMeta,
+    namespaced: bool,
+    rule: NameRule,
+) -> Errors {
+    if with_meta {
+        validate_object_meta(meta, namespaced, rule, &Path::new("metadata"))
+    } else {
+        Vec::new()
+    }
+}
+
 /// `ValidateObjectMeta` for an object about to be created. The server fills `name` from
 /// `generateName` before this runs, so an empty name is an error here.
 pub(crate) fn validate_object_meta(

@@ -6,6 +6,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 
+use super::core_kinds::{LegacyEvent, legacy_event_rules};
 use super::meta::{self, IMMUTABLE, NameRule};
 use super::names;
 use super::pod::dns1123_label;
@@ -176,11 +177,8 @@ fn fqdn(name: &str, path: &Path) -> Errors {
 }
 
 pub(crate) fn validate_endpoint_slice(es: &EndpointSlice, with_meta: bool) -> Errors {
-    let mut errs = if with_meta {
-        meta::validate_object_meta(&es.metadata, true, NameRule::Subdomain, &meta_path())
-    } else {
-        Vec::new()
-    };
+    let mut errs =
+        meta::validate_object_meta_if(with_meta, &es.metadata, true, NameRule::Subdomain);
     errs.extend(endpoint_slice_body(es));
     errs
 }
@@ -242,11 +240,8 @@ fn lease_spec(lease: &Lease) -> Errors {
 }
 
 pub(crate) fn validate_lease(lease: &Lease, with_meta: bool) -> Errors {
-    let mut errs = if with_meta {
-        meta::validate_object_meta(&lease.metadata, true, NameRule::Subdomain, &meta_path())
-    } else {
-        Vec::new()
-    };
+    let mut errs =
+        meta::validate_object_meta_if(with_meta, &lease.metadata, true, NameRule::Subdomain);
     errs.extend(lease_spec(lease));
     errs
 }
@@ -260,78 +255,23 @@ pub(crate) fn validate_lease_update(new: &Lease, old: &Lease) -> Errors {
 /// The legacy rules Kubernetes applies to every Event, in events.k8s.io terms (regarding =
 /// involvedObject, note = message); field names are the core ones, as Kubernetes reports them.
 fn legacy(e: &Event) -> Errors {
-    let mut errs = Vec::new();
-    let namespace = e.metadata.namespace.as_deref().unwrap_or("");
-    let involved_ns = e
-        .regarding
-        .as_ref()
-        .and_then(|r| r.namespace.as_deref())
-        .unwrap_or("");
-    let ns_path = Path::new("involvedObject").child("namespace");
-    if e.event_time.is_none() {
-        if involved_ns.is_empty() {
-            if !namespace.is_empty() && namespace != "default" {
-                errs.push(FieldError::invalid(
-                    &ns_path,
-                    involved_ns,
-                    "does not match event.namespace",
-                ));
-            }
-        } else if namespace != involved_ns {
-            errs.push(FieldError::invalid(
-                &ns_path,
-                involved_ns,
-                "does not match event.namespace",
-            ));
-        }
-    } else {
-        if involved_ns.is_empty() && namespace != "default" && namespace != "kube-system" {
-            errs.push(FieldError::invalid(
-                &ns_path,
-                involved_ns,
-                "does not match event.namespace",
-            ));
-        }
-        let controller = e.reporting_controller.as_deref().unwrap_or("");
-        if controller.is_empty() {
-            errs.push(FieldError::required(&Path::new("reportingController"), ""));
-        }
-        for msg in names::is_qualified_name(controller) {
-            errs.push(FieldError::invalid(
-                &Path::new("reportingController"),
-                controller,
-                msg,
-            ));
-        }
-        for (value, name, limit) in [
-            (e.reporting_instance.as_deref(), "reportingInstance", 128),
-            (e.action.as_deref(), "action", 128),
-            (e.reason.as_deref(), "reason", 128),
-        ] {
-            let v = value.unwrap_or("");
-            if v.is_empty() {
-                errs.push(FieldError::required(&Path::new(name), ""));
-            }
-            if v.len() > limit {
-                errs.push(FieldError::invalid(
-                    &Path::new(name),
-                    "",
-                    format!("can have at most {limit} characters"),
-                ));
-            }
-        }
-        if e.note.as_deref().unwrap_or("").len() > 1024 {
-            errs.push(FieldError::invalid(
-                &Path::new("message"),
-                "",
-                "can have at most 1024 characters",
-            ));
-        }
+    fn s(o: &Option<String>) -> &str {
+        o.as_deref().unwrap_or("")
     }
-    for msg in names::is_dns1123_subdomain(namespace) {
-        errs.push(FieldError::invalid(&Path::new("namespace"), namespace, msg));
-    }
-    errs
+    legacy_event_rules(&LegacyEvent {
+        namespace: s(&e.metadata.namespace),
+        involved_namespace: e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref())
+            .unwrap_or(""),
+        has_event_time: e.event_time.is_some(),
+        reporting_controller: s(&e.reporting_controller),
+        reporting_instance: s(&e.reporting_instance),
+        action: s(&e.action),
+        reason: s(&e.reason),
+        message: s(&e.note),
+    })
 }
 
 fn series(e: &Event) -> Errors {
@@ -351,14 +291,12 @@ fn series(e: &Event) -> Errors {
 /// ValidateEventCreate for events.k8s.io/v1: the legacy rules plus the strict ones.
 pub(crate) fn validate_events_event(e: &Event, with_meta: bool) -> Errors {
     let mut errs = legacy(e);
-    if with_meta {
-        errs.extend(meta::validate_object_meta(
-            &e.metadata,
-            true,
-            NameRule::Subdomain,
-            &meta_path(),
-        ));
-    }
+    errs.extend(meta::validate_object_meta_if(
+        with_meta,
+        &e.metadata,
+        true,
+        NameRule::Subdomain,
+    ));
     errs.extend(series(e));
     if e.event_time.is_none() {
         errs.push(FieldError::required(&Path::new("eventTime"), ""));

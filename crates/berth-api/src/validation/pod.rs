@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, HTTPGetAction, LifecycleHandler, ObjectFieldSelector, Pod, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Toleration, Volume,
+    Container, EnvVar, HTTPGetAction, KeyToPath, LifecycleHandler, ObjectFieldSelector, Pod,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Toleration, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -474,13 +474,53 @@ fn validate_volumes<'a>(
     (vols, errs)
 }
 
+/// Counts the sources of a volume (or a PersistentVolume) as Kubernetes does: the first one
+/// present is validated, every later one is reported as forbidden under its name.
+pub(crate) struct VolumeSources<'a> {
+    path: &'a Path,
+    count: usize,
+}
+
+impl<'a> VolumeSources<'a> {
+    pub(crate) fn new(path: &'a Path) -> Self {
+        Self { path, count: 0 }
+    }
+
+    /// Whether the source named `name` is present and the first; if present but not the first,
+    /// the forbidden error goes to `errs` and it is not to be validated.
+    pub(crate) fn one(&mut self, present: bool, name: &str, errs: &mut Errors) -> bool {
+        if !present {
+            return false;
+        }
+        if self.count > 0 {
+            errs.push(FieldError::forbidden(
+                &self.path.child(name),
+                "may not specify more than 1 volume type",
+            ));
+            return false;
+        }
+        self.count += 1;
+        true
+    }
+
+    /// Counts a source without checking for an earlier one, where Kubernetes does so.
+    pub(crate) fn count_unchecked(&mut self) {
+        self.count += 1;
+    }
+
+    /// No source was counted: the volume has no type.
+    pub(crate) fn none(&self) -> bool {
+        self.count == 0
+    }
+}
+
 /// validateVolumeSource. The sources are looked at in Kubernetes' order, and every one after
 /// the first is reported as forbidden under the (sometimes misspelled) name Kubernetes uses.
 fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOpts) -> Errors {
     let mut errs = Vec::new();
-    let mut count = 0;
+    let mut sources = VolumeSources::new(path);
     if let Some(ed) = &vol.empty_dir {
-        count += 1;
+        sources.count_unchecked();
         if let Some(limit) = &ed.size_limit
             && Quantity::parse(&limit.0).is_some_and(|q| q.is_negative())
         {
@@ -490,21 +530,7 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             ));
         }
     }
-    let mut one = |present: bool, name: &str, errs: &mut Errors| -> bool {
-        if !present {
-            return false;
-        }
-        if count > 0 {
-            errs.push(FieldError::forbidden(
-                &path.child(name),
-                "may not specify more than 1 volume type",
-            ));
-            return false;
-        }
-        count += 1;
-        true
-    };
-    if one(vol.host_path.is_some(), "hostPath", &mut errs)
+    if sources.one(vol.host_path.is_some(), "hostPath", &mut errs)
         && let Some(hp) = &vol.host_path
     {
         errs.extend(validate_host_path(
@@ -513,7 +539,7 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             &path.child("hostPath"),
         ));
     }
-    if one(vol.git_repo.is_some(), "gitRepo", &mut errs)
+    if sources.one(vol.git_repo.is_some(), "gitRepo", &mut errs)
         && let Some(g) = &vol.git_repo
     {
         if g.repository.is_empty() {
@@ -527,17 +553,17 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             &path.child("gitRepo").child("directory"),
         ));
     }
-    one(
+    sources.one(
         vol.gce_persistent_disk.is_some(),
         "gcePersistentDisk",
         &mut errs,
     );
-    one(
+    sources.one(
         vol.aws_elastic_block_store.is_some(),
         "awsElasticBlockStore",
         &mut errs,
     );
-    if one(vol.secret.is_some(), "secret", &mut errs)
+    if sources.one(vol.secret.is_some(), "secret", &mut errs)
         && let Some(sec) = &vol.secret
     {
         let p = path.child("secret");
@@ -554,15 +580,15 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             ));
         }
     }
-    if one(vol.nfs.is_some(), "nfs", &mut errs)
+    if sources.one(vol.nfs.is_some(), "nfs", &mut errs)
         && let Some(nfs) = &vol.nfs
     {
         errs.extend(validate_nfs(&nfs.server, &nfs.path, &path.child("nfs")));
     }
-    one(vol.iscsi.is_some(), "iscsi", &mut errs);
-    one(vol.glusterfs.is_some(), "glusterfs", &mut errs);
-    one(vol.flocker.is_some(), "flocker", &mut errs);
-    if one(
+    sources.one(vol.iscsi.is_some(), "iscsi", &mut errs);
+    sources.one(vol.glusterfs.is_some(), "glusterfs", &mut errs);
+    sources.one(vol.flocker.is_some(), "flocker", &mut errs);
+    if sources.one(
         vol.persistent_volume_claim.is_some(),
         "persistentVolumeClaim",
         &mut errs,
@@ -574,11 +600,11 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             "",
         ));
     }
-    one(vol.rbd.is_some(), "rbd", &mut errs);
-    one(vol.cinder.is_some(), "cinder", &mut errs);
-    one(vol.cephfs.is_some(), "cephFS", &mut errs);
-    one(vol.quobyte.is_some(), "quobyte", &mut errs);
-    if one(vol.downward_api.is_some(), "downwarAPI", &mut errs)
+    sources.one(vol.rbd.is_some(), "rbd", &mut errs);
+    sources.one(vol.cinder.is_some(), "cinder", &mut errs);
+    sources.one(vol.cephfs.is_some(), "cephFS", &mut errs);
+    sources.one(vol.quobyte.is_some(), "quobyte", &mut errs);
+    if sources.one(vol.downward_api.is_some(), "downwarAPI", &mut errs)
         && let Some(d) = &vol.downward_api
     {
         let p = path.child("downwardAPI");
@@ -587,9 +613,9 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             errs.extend(downward_api_file(f, &p));
         }
     }
-    one(vol.fc.is_some(), "fc", &mut errs);
-    one(vol.flex_volume.is_some(), "flexVolume", &mut errs);
-    if one(vol.config_map.is_some(), "configMap", &mut errs)
+    sources.one(vol.fc.is_some(), "fc", &mut errs);
+    sources.one(vol.flex_volume.is_some(), "flexVolume", &mut errs);
+    if sources.one(vol.config_map.is_some(), "configMap", &mut errs)
         && let Some(cm) = &vol.config_map
     {
         let p = path.child("configMap");
@@ -606,23 +632,23 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             ));
         }
     }
-    one(vol.azure_file.is_some(), "azureFile", &mut errs);
-    one(vol.vsphere_volume.is_some(), "vsphereVolume", &mut errs);
-    one(
+    sources.one(vol.azure_file.is_some(), "azureFile", &mut errs);
+    sources.one(vol.vsphere_volume.is_some(), "vsphereVolume", &mut errs);
+    sources.one(
         vol.photon_persistent_disk.is_some(),
         "photonPersistentDisk",
         &mut errs,
     );
-    one(vol.portworx_volume.is_some(), "portworxVolume", &mut errs);
-    one(vol.azure_disk.is_some(), "azureDisk", &mut errs);
-    one(vol.storageos.is_some(), "storageos", &mut errs);
-    if one(vol.projected.is_some(), "projected", &mut errs)
+    sources.one(vol.portworx_volume.is_some(), "portworxVolume", &mut errs);
+    sources.one(vol.azure_disk.is_some(), "azureDisk", &mut errs);
+    sources.one(vol.storageos.is_some(), "storageos", &mut errs);
+    if sources.one(vol.projected.is_some(), "projected", &mut errs)
         && let Some(pr) = &vol.projected
     {
         errs.extend(validate_projected(pr, &path.child("projected")));
     }
-    one(vol.scale_io.is_some(), "scaleIO", &mut errs);
-    if one(vol.csi.is_some(), "csi", &mut errs)
+    sources.one(vol.scale_io.is_some(), "scaleIO", &mut errs);
+    if sources.one(vol.csi.is_some(), "csi", &mut errs)
         && let Some(csi) = &vol.csi
     {
         errs.extend(validate_csi_driver_name(
@@ -649,7 +675,7 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             }
         }
     }
-    if one(vol.ephemeral.is_some(), "ephemeral", &mut errs)
+    if sources.one(vol.ephemeral.is_some(), "ephemeral", &mut errs)
         && let Some(e) = &vol.ephemeral
     {
         let p = path.child("ephemeral");
@@ -678,7 +704,7 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
             }
         }
     }
-    if one(vol.image.is_some(), "image", &mut errs)
+    if sources.one(vol.image.is_some(), "image", &mut errs)
         && let Some(img) = &vol.image
     {
         let p = path.child("image");
@@ -687,7 +713,7 @@ fn validate_volume_source(vol: &Volume, path: &Path, pod_name: &str, opts: PodOp
         }
         errs.extend(pull_policy(s(&img.pull_policy), &p.child("pullPolicy")));
     }
-    if count == 0 {
+    if sources.none() {
         errs.push(FieldError::required(path, "must specify a volume type"));
     }
     errs
@@ -874,6 +900,38 @@ fn downward_api_file(f: &k8s_openapi::api::core::v1::DownwardAPIVolumeFile, path
     errs
 }
 
+/// A projected `secret` or `configMap` source: both name their object and project its keys
+/// as items. `all_paths` is shared by every source of the volume, so a path projected twice is
+/// reported (at the volume's `path`) whichever source repeats it.
+fn projected_keys(
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    p: &Path,
+    path: &Path,
+    all_paths: &mut BTreeSet<String>,
+) -> Errors {
+    let mut errs = Vec::new();
+    if name.is_empty() {
+        errs.push(FieldError::required(&p.child("name"), ""));
+    }
+    for (j, kp) in items.into_iter().flatten().enumerate() {
+        errs.extend(key_to_path(
+            &kp.key,
+            &kp.path,
+            kp.mode,
+            &p.child("items").index(j),
+        ));
+        if !kp.path.is_empty() && !all_paths.insert(kp.path.clone()) {
+            errs.push(FieldError::invalid(
+                path,
+                name,
+                "conflicting duplicate paths",
+            ));
+        }
+    }
+    errs
+}
+
 fn validate_projected(
     pr: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
     path: &Path,
@@ -885,47 +943,23 @@ fn validate_projected(
         let mut n = 0;
         if let Some(sec) = &src.secret {
             n += 1;
-            let p = sp.child("secret");
-            if sec.name.is_empty() {
-                errs.push(FieldError::required(&p.child("name"), ""));
-            }
-            for (j, kp) in sec.items.iter().flatten().enumerate() {
-                errs.extend(key_to_path(
-                    &kp.key,
-                    &kp.path,
-                    kp.mode,
-                    &p.child("items").index(j),
-                ));
-                if !kp.path.is_empty() && !all_paths.insert(kp.path.clone()) {
-                    errs.push(FieldError::invalid(
-                        path,
-                        sec.name.as_str(),
-                        "conflicting duplicate paths",
-                    ));
-                }
-            }
+            errs.extend(projected_keys(
+                &sec.name,
+                sec.items.as_deref(),
+                &sp.child("secret"),
+                path,
+                &mut all_paths,
+            ));
         }
         if let Some(cm) = &src.config_map {
             n += 1;
-            let p = sp.child("configMap");
-            if cm.name.is_empty() {
-                errs.push(FieldError::required(&p.child("name"), ""));
-            }
-            for (j, kp) in cm.items.iter().flatten().enumerate() {
-                errs.extend(key_to_path(
-                    &kp.key,
-                    &kp.path,
-                    kp.mode,
-                    &p.child("items").index(j),
-                ));
-                if !kp.path.is_empty() && !all_paths.insert(kp.path.clone()) {
-                    errs.push(FieldError::invalid(
-                        path,
-                        cm.name.as_str(),
-                        "conflicting duplicate paths",
-                    ));
-                }
-            }
+            errs.extend(projected_keys(
+                &cm.name,
+                cm.items.as_deref(),
+                &sp.child("configMap"),
+                path,
+                &mut all_paths,
+            ));
         }
         if let Some(d) = &src.downward_api {
             n += 1;
@@ -1787,27 +1821,7 @@ fn validate_containers(
         if !seen.insert(c.name.as_str()) {
             errs.push(FieldError::duplicate(&p.child("name"), c.name.as_str()));
         }
-        if let Some(l) = &c.lifecycle {
-            errs.extend(validate_lifecycle(l, grace, &p.child("lifecycle")));
-        }
-        errs.extend(validate_probe_kind(
-            c.liveness_probe.as_ref(),
-            grace,
-            &p.child("livenessProbe"),
-            ProbeKind::Liveness,
-        ));
-        errs.extend(validate_probe_kind(
-            c.readiness_probe.as_ref(),
-            grace,
-            &p.child("readinessProbe"),
-            ProbeKind::Readiness,
-        ));
-        errs.extend(validate_probe_kind(
-            c.startup_probe.as_ref(),
-            grace,
-            &p.child("startupProbe"),
-            ProbeKind::Startup,
-        ));
+        errs.extend(lifecycle_and_probes(c, grace, &p));
         if c.restart_policy.is_some() {
             errs.push(FieldError::forbidden(
                 &p.child("restartPolicy"),
@@ -1859,27 +1873,7 @@ fn validate_init_containers(
         }
         errs.extend(host_port_conflicts(std::slice::from_ref(c), path));
         if restart_always {
-            if let Some(l) = &c.lifecycle {
-                errs.extend(validate_lifecycle(l, grace, &p.child("lifecycle")));
-            }
-            errs.extend(validate_probe_kind(
-                c.liveness_probe.as_ref(),
-                grace,
-                &p.child("livenessProbe"),
-                ProbeKind::Liveness,
-            ));
-            errs.extend(validate_probe_kind(
-                c.readiness_probe.as_ref(),
-                grace,
-                &p.child("readinessProbe"),
-                ProbeKind::Readiness,
-            ));
-            errs.extend(validate_probe_kind(
-                c.startup_probe.as_ref(),
-                grace,
-                &p.child("startupProbe"),
-                ProbeKind::Startup,
-            ));
+            errs.extend(lifecycle_and_probes(c, grace, &p));
         } else {
             const WHY: &str = "may not be set for init containers without restartPolicy=Always";
             for (present, name) in [
@@ -1990,6 +1984,28 @@ enum ProbeKind {
     Liveness,
     Readiness,
     Startup,
+}
+
+/// The lifecycle hooks and the three probes of a container that runs for the pod's life: a
+/// regular container, or an init container with restartPolicy Always (a sidecar).
+fn lifecycle_and_probes(c: &Container, grace: Option<i64>, p: &Path) -> Errors {
+    let mut errs = Vec::new();
+    if let Some(l) = &c.lifecycle {
+        errs.extend(validate_lifecycle(l, grace, &p.child("lifecycle")));
+    }
+    for (probe, name, kind) in [
+        (&c.liveness_probe, "livenessProbe", ProbeKind::Liveness),
+        (&c.readiness_probe, "readinessProbe", ProbeKind::Readiness),
+        (&c.startup_probe, "startupProbe", ProbeKind::Startup),
+    ] {
+        errs.extend(validate_probe_kind(
+            probe.as_ref(),
+            grace,
+            &p.child(name),
+            kind,
+        ));
+    }
+    errs
 }
 
 fn validate_probe_kind(

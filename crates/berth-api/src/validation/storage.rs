@@ -10,8 +10,8 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use super::meta::{self, IMMUTABLE, NameRule};
 use super::names;
 use super::pod::{
-    path_no_backsteps, quantity_value, validate_csi_driver_name, validate_host_path, validate_nfs,
-    validate_node_selector,
+    VolumeSources, path_no_backsteps, quantity_value, validate_csi_driver_name, validate_host_path,
+    validate_nfs, validate_node_selector,
 };
 use super::quantity::Quantity;
 use super::render::{self, Null, Raw};
@@ -123,22 +123,8 @@ fn validate_pv_spec(spec: &PersistentVolumeSpec, path: &Path) -> Errors {
             )),
         }
     }
-    let mut count = 0;
-    let mut one = |present: bool, name: &str, errs: &mut Errors| -> bool {
-        if !present {
-            return false;
-        }
-        if count > 0 {
-            errs.push(FieldError::forbidden(
-                &path.child(name),
-                "may not specify more than 1 volume type",
-            ));
-            return false;
-        }
-        count += 1;
-        true
-    };
-    if one(spec.host_path.is_some(), "hostPath", &mut errs)
+    let mut sources = VolumeSources::new(path);
+    if sources.one(spec.host_path.is_some(), "hostPath", &mut errs)
         && let Some(hp) = &spec.host_path
     {
         errs.extend(validate_host_path(
@@ -147,58 +133,44 @@ fn validate_pv_spec(spec: &PersistentVolumeSpec, path: &Path) -> Errors {
             &path.child("hostPath"),
         ));
     }
-    one(
+    sources.one(
         spec.gce_persistent_disk.is_some(),
         "gcePersistentDisk",
         &mut errs,
     );
-    one(
+    sources.one(
         spec.aws_elastic_block_store.is_some(),
         "awsElasticBlockStore",
         &mut errs,
     );
-    one(spec.glusterfs.is_some(), "glusterfs", &mut errs);
-    one(spec.flocker.is_some(), "flocker", &mut errs);
-    if one(spec.nfs.is_some(), "nfs", &mut errs)
+    sources.one(spec.glusterfs.is_some(), "glusterfs", &mut errs);
+    sources.one(spec.flocker.is_some(), "flocker", &mut errs);
+    if sources.one(spec.nfs.is_some(), "nfs", &mut errs)
         && let Some(nfs) = &spec.nfs
     {
         errs.extend(validate_nfs(&nfs.server, &nfs.path, &path.child("nfs")));
     }
-    one(spec.rbd.is_some(), "rbd", &mut errs);
-    one(spec.quobyte.is_some(), "quobyte", &mut errs);
-    one(spec.cephfs.is_some(), "cephFS", &mut errs);
-    one(spec.iscsi.is_some(), "iscsi", &mut errs);
-    one(spec.cinder.is_some(), "cinder", &mut errs);
-    one(spec.fc.is_some(), "fc", &mut errs);
+    sources.one(spec.rbd.is_some(), "rbd", &mut errs);
+    sources.one(spec.quobyte.is_some(), "quobyte", &mut errs);
+    sources.one(spec.cephfs.is_some(), "cephFS", &mut errs);
+    sources.one(spec.iscsi.is_some(), "iscsi", &mut errs);
+    sources.one(spec.cinder.is_some(), "cinder", &mut errs);
+    sources.one(spec.fc.is_some(), "fc", &mut errs);
     // Kubernetes counts flexVolume without checking for an earlier source.
     if spec.flex_volume.is_some() {
-        count += 1;
+        sources.count_unchecked();
     }
-    let mut one = |present: bool, name: &str, errs: &mut Errors| -> bool {
-        if !present {
-            return false;
-        }
-        if count > 0 {
-            errs.push(FieldError::forbidden(
-                &path.child(name),
-                "may not specify more than 1 volume type",
-            ));
-            return false;
-        }
-        count += 1;
-        true
-    };
-    one(spec.azure_file.is_some(), "azureFile", &mut errs);
-    one(spec.vsphere_volume.is_some(), "vsphereVolume", &mut errs);
-    one(
+    sources.one(spec.azure_file.is_some(), "azureFile", &mut errs);
+    sources.one(spec.vsphere_volume.is_some(), "vsphereVolume", &mut errs);
+    sources.one(
         spec.photon_persistent_disk.is_some(),
         "photonPersistentDisk",
         &mut errs,
     );
-    one(spec.portworx_volume.is_some(), "portworxVolume", &mut errs);
-    one(spec.azure_disk.is_some(), "azureDisk", &mut errs);
-    one(spec.scale_io.is_some(), "scaleIO", &mut errs);
-    if one(spec.local.is_some(), "local", &mut errs)
+    sources.one(spec.portworx_volume.is_some(), "portworxVolume", &mut errs);
+    sources.one(spec.azure_disk.is_some(), "azureDisk", &mut errs);
+    sources.one(spec.scale_io.is_some(), "scaleIO", &mut errs);
+    if sources.one(spec.local.is_some(), "local", &mut errs)
         && let Some(local) = &spec.local
     {
         let lp = path.child("local");
@@ -214,8 +186,8 @@ fn validate_pv_spec(spec: &PersistentVolumeSpec, path: &Path) -> Errors {
             ));
         }
     }
-    one(spec.storageos.is_some(), "storageos", &mut errs);
-    if one(spec.csi.is_some(), "csi", &mut errs)
+    sources.one(spec.storageos.is_some(), "storageos", &mut errs);
+    if sources.one(spec.csi.is_some(), "csi", &mut errs)
         && let Some(csi) = &spec.csi
     {
         let cp = path.child("csi");
@@ -252,7 +224,7 @@ fn validate_pv_spec(spec: &PersistentVolumeSpec, path: &Path) -> Errors {
             }
         }
     }
-    if count == 0 {
+    if sources.none() {
         errs.push(FieldError::required(path, "must specify a volume type"));
     }
     if let Some(hp) = &spec.host_path
@@ -689,16 +661,8 @@ const MAX_PARAMETERS_SIZE: usize = 256 * 1024;
 
 /// ValidateStorageClass. `with_meta` is false on update, where the name cannot change.
 pub(crate) fn validate_storage_class(sc: &StorageClass, with_meta: bool) -> Errors {
-    let mut errs = if with_meta {
-        meta::validate_object_meta(
-            &sc.metadata,
-            false,
-            NameRule::Subdomain,
-            &Path::new("metadata"),
-        )
-    } else {
-        Vec::new()
-    };
+    let mut errs =
+        meta::validate_object_meta_if(with_meta, &sc.metadata, false, NameRule::Subdomain);
     let path = Path::new("provisioner");
     if sc.provisioner.is_empty() {
         errs.push(FieldError::required(&path, ""));
