@@ -1106,8 +1106,20 @@ impl Writer {
             }
         }
         let writes = events.len() as u64;
-
+        let compacting = self.compacted != start.1;
+        failpoint::hit(if compacting {
+            "compact-before-commit"
+        } else {
+            "before-commit"
+        });
         let commit = self.update_meta(start).and_then(|()| self.commit());
+        if commit.is_ok() {
+            failpoint::hit(if compacting {
+                "compact-after-commit"
+            } else {
+                "after-commit"
+            });
+        }
         if let Err(error) = commit {
             let failure = self.abort(&error, true, start);
             for (reply, _) in answered {
@@ -1430,5 +1442,47 @@ impl Store for SqliteStore {
             compacted: self.shared.compacted.load(Ordering::SeqCst),
         };
         futures::future::ready(Ok(revisions)).boxed()
+    }
+}
+
+/// Crash points for tests of crash recovery (reliability case A3/A8): with
+/// `BERTH_TEST_FAILPOINT=<point>:<n>` in its environment, the process aborts — as abruptly as a
+/// power cut, no destructors, no flush — the n-th time the writer reaches `<point>`. Points:
+/// `before-commit`, `after-commit` (durable but not yet acknowledged), and
+/// `compact-before-commit` / `compact-after-commit` for batches that compact. Without the
+/// variable this is one relaxed atomic load per batch.
+mod failpoint {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Armed {
+        point: String,
+        at: u64,
+        seen: AtomicU64,
+    }
+
+    fn armed() -> Option<&'static Armed> {
+        static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+        ARMED
+            .get_or_init(|| {
+                let spec = std::env::var("BERTH_TEST_FAILPOINT").ok()?;
+                let (point, at) = spec.split_once(':')?;
+                Some(Armed {
+                    point: point.to_string(),
+                    at: at.parse().ok()?,
+                    seen: AtomicU64::new(0),
+                })
+            })
+            .as_ref()
+    }
+
+    pub(super) fn hit(point: &str) {
+        if let Some(armed) = armed()
+            && armed.point == point
+            && armed.seen.fetch_add(1, Ordering::Relaxed) + 1 == armed.at
+        {
+            eprintln!("berth: failpoint {point} reached, aborting");
+            std::process::abort();
+        }
     }
 }

@@ -756,7 +756,25 @@ fn a1_check_revisions(history: &[Op]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a1_kill_9_during_a_write_burst_keeps_acked_writes_and_linearizability() {
     let mut rng = Rng::for_test("a1");
-    let mut berth = Berth::start();
+    let crashes: Vec<Crash> = (0..4)
+        .map(|_| Crash::KillAfter(Duration::from_millis(rng.range(300, 1200))))
+        .collect();
+    a1_crash_rounds(rng, &[], crashes).await;
+}
+
+/// How a round of the crash tests ends.
+enum Crash {
+    /// kill -9 after this long.
+    KillAfter(Duration),
+    /// The server aborts by itself at a test failpoint (`BERTH_TEST_FAILPOINT`, see
+    /// crates/berth-store/src/sqlite.rs): an exact crash point instead of a random one.
+    Failpoint(String),
+}
+
+/// Rounds of: 16 clients write, the server crashes as `crashes` says, restart, check that every
+/// acknowledged write is there and that the history is linearizable (see the module's A1 notes).
+async fn a1_crash_rounds(mut rng: Rng, args: &[&str], crashes: Vec<Crash>) {
+    let mut berth = Berth::start_with(args);
     create_namespace(&berth.raw().await, A1_NAMESPACE).await;
     let t0 = Instant::now();
     let mut initial: Vec<Option<Version>> = vec![None; A1_KEYS];
@@ -764,7 +782,11 @@ async fn a1_kill_9_during_a_write_burst_keeps_acked_writes_and_linearizability()
     let mut indeterminate = 0;
     let mut acknowledged = 0;
     let mut applied = 0;
-    for round in 0..4 {
+    for (round, crash) in crashes.into_iter().enumerate() {
+        if let Crash::Failpoint(point) = &crash {
+            berth.env = vec![("BERTH_TEST_FAILPOINT".into(), point.clone())];
+            blocking(|| berth.restart());
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let mut clients = Vec::new();
         for client in 0..A1_CLIENTS {
@@ -778,8 +800,28 @@ async fn a1_kill_9_during_a_write_burst_keeps_acked_writes_and_linearizability()
                 stop.clone(),
             )));
         }
-        tokio::time::sleep(Duration::from_millis(rng.range(300, 1200))).await;
+        match &crash {
+            Crash::KillAfter(after) => tokio::time::sleep(*after).await,
+            Crash::Failpoint(point) => {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let exited = berth
+                        .child
+                        .as_mut()
+                        .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                    if exited {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "failpoint {point} was never reached"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
         blocking(|| berth.kill());
+        berth.env.clear();
         let dead = t0.elapsed().as_nanos() as u64;
         stop.store(true, Ordering::Relaxed);
         let mut history = Vec::new();
@@ -858,7 +900,7 @@ async fn a1_kill_9_during_a_write_burst_keeps_acked_writes_and_linearizability()
         "revision {after} after the restarts is not above {highest}"
     );
     eprintln!(
-        "a1: {} operations, {acknowledged} acknowledged writes, {indeterminate} indeterminate \
+        "crash rounds: {} operations, {acknowledged} acknowledged writes, {indeterminate} indeterminate \
          ({applied} indeterminate writes found applied)",
         everything.len()
     );
@@ -866,6 +908,21 @@ async fn a1_kill_9_during_a_write_burst_keeps_acked_writes_and_linearizability()
         acknowledged >= 30,
         "the bursts acknowledged only {acknowledged} writes"
     );
+}
+
+/// A3 and A8: a crash at each of the store's sync points — just before a group commit, just
+/// after it (durable but not yet acknowledged), and the same around a compaction commit (with
+/// compaction every second) — under the A1 load, with the A1 checks after each restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a3_a8_crashes_at_every_sync_point_keep_acked_writes_and_linearizability() {
+    let mut rng = Rng::for_test("a3");
+    let crashes = vec![
+        Crash::Failpoint(format!("before-commit:{}", rng.range(20, 200))),
+        Crash::Failpoint(format!("after-commit:{}", rng.range(20, 200))),
+        Crash::Failpoint("compact-before-commit:2".into()),
+        Crash::Failpoint("compact-after-commit:2".into()),
+    ];
+    a1_crash_rounds(rng, &["--compaction-interval-seconds", "1"], crashes).await;
 }
 
 /// The checker itself must be able to fail: a lost acknowledged write and a stale read are caught.

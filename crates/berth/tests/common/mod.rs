@@ -14,6 +14,8 @@ pub struct Berth {
     pub extra_args: Vec<String>,
     /// Run the server as this user and group (uid, gid) instead of the test's own.
     pub run_as: Option<(u32, u32)>,
+    /// Extra environment for the server process (e.g. a test failpoint).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -52,6 +54,7 @@ impl Berth {
             port: free_port(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             run_as: None,
+            env: Vec::new(),
         }
     }
 
@@ -78,7 +81,8 @@ impl Berth {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.extra_args)
-            .env("BERTH_LOG", "warn");
+            .env("BERTH_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Some((uid, gid)) = self.run_as {
             command.gid(gid).uid(uid);
         }
