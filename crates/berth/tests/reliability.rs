@@ -1072,7 +1072,7 @@ async fn a2_writer(
     results
 }
 
-/// A2: a crash loop. 24 times: start the server, write (creates, and deletes of earlier
+/// A2: a crash loop. 200 times: start the server, write (creates, and deletes of earlier
 /// objects with a resourceVersion precondition) from 8 clients, and kill -9 it at a random
 /// moment 0–500 ms after the start — during startup when that is early, sometimes right after a
 /// SIGTERM (during graceful shutdown). Checks: it always starts again; every revision it reports
@@ -1090,7 +1090,7 @@ async fn a2_crash_loop_always_restarts_and_keeps_acked_writes() {
     let mut highest = rv_now(&berth.raw().await).await;
     let mut came_up = 0;
     let mut acked = 0;
-    for iteration in 0..24 {
+    for iteration in 0..200 {
         blocking(|| berth.kill());
         let lines = berth.spawn();
         // A restart takes a few milliseconds: a third of the kills aim at it.
