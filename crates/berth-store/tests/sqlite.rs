@@ -578,3 +578,42 @@ async fn torn_wal_tail_keeps_a_prefix_of_the_history() {
         assert!(next > last, "cut {cut}: revision {next} not above {last}");
     }
 }
+
+/// A6: a flipped byte inside an old value, which SQLite's own structure check cannot see, makes
+/// opening refuse the store with a checksum error naming the damaged revision — never serving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_an_old_value_is_refused_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let marker = "berth-a6-marker-0123456789";
+    let damaged_revision = {
+        let store = SqliteStore::open(&dir).unwrap();
+        put(&*store, "/k/before", "v").await;
+        let revision = put(&*store, "/k/victim", marker).await;
+        for i in 0..20 {
+            put(&*store, &format!("/k/after-{i}"), "v").await;
+        }
+        revision
+    };
+    // Closed cleanly: everything is checkpointed into store.db.
+    let db = dir.join("store.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .expect("the value is in the file");
+    bytes[at + 5] ^= 0x01;
+    std::fs::write(&db, &bytes).unwrap();
+    let error = open_error(&dir);
+    match &error {
+        StoreError::Corrupt(message) => {
+            assert!(message.contains("checksum mismatch"), "{message}");
+            assert!(
+                message.contains(&format!("revision {damaged_revision}")),
+                "{message}"
+            );
+            assert!(message.contains("/k/victim"), "{message}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
