@@ -1364,34 +1364,16 @@ impl Writer {
     }
 
     fn get(&self, key: &str) -> Result<Option<KeyValue>, ItemError> {
-        let row: Option<(Option<Vec<u8>>, Revision, Revision, Revision, i64)> = self
+        let row: Option<RawKv> = self
             .conn
             .prepare_cached(
-                "SELECT l.value, l.create_rev, l.rev, l.prev_rev, l.sum FROM current c JOIN log l ON l.rev = c.rev WHERE c.key = ?1",
+                "SELECT c.key, l.value, l.create_rev, l.rev, l.prev_rev, l.sum FROM current c JOIN log l ON l.rev = c.rev WHERE c.key = ?1",
             )?
             .query_row(params![key.as_bytes()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
             })
             .optional()?;
-        let Some((value, create_revision, mod_revision, prev_rev, sum)) = row else {
-            return Ok(None);
-        };
-        verify_row(
-            mod_revision,
-            key.as_bytes(),
-            value.as_deref(),
-            create_revision,
-            prev_rev,
-            false,
-            sum,
-        )
-        .map_err(ItemError::Store)?;
-        Ok(Some(KeyValue {
-            key: key.to_string(),
-            value: Bytes::from(value.unwrap_or_default()),
-            create_revision,
-            mod_revision,
-        }))
+        row.map(to_kv).transpose().map_err(ItemError::Store)
     }
 
     fn mod_revision(&self, key: &str) -> rusqlite::Result<Revision> {
