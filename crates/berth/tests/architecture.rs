@@ -15,6 +15,7 @@ fn every_path_named_in_architecture_md_exists() {
             && !part.starts_with('/')
             && !part.contains("://")
             && (part.starts_with("crates/")
+                || part.starts_with("docs/")
                 || part.starts_with("examples/")
                 || part.starts_with("scripts/")
                 || part.starts_with(".ci/"));
