@@ -134,7 +134,9 @@ fn gzip_bomb_is_capped() {
     let store = ImageStore::open(&root).unwrap().with_limits(limits);
     let zeros = vec![0u8; 32 << 20];
     let bomb = gzip(&layer(&[E::File("zeros", &zeros, 0o644)]));
-    assert!(bomb.len() < 256 << 10, "the bomb is small: {}", bomb.len());
+    // A bomb: the archive is smaller than the cap its content blows through 32 times over
+    // (how much smaller depends on flate2's backend).
+    assert!(bomb.len() < 1 << 20, "the bomb is small: {}", bomb.len());
     let err = import_layer(&store, tmp.path(), bomb).unwrap_err();
     assert!(
         matches!(&err, Error::LimitExceeded { what: "bytes", .. }),
