@@ -236,18 +236,46 @@ pub struct Revisions {
     pub compacted: Revision,
 }
 
-/// The smallest key greater than every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`).
+/// The smallest key greater than every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`,
+/// on characters: UTF-8 orders bytes as code points, so bumping the last character that can be
+/// bumped bounds the prefix exactly, for non-ASCII keys too).
 pub fn prefix_end(prefix: &str) -> String {
-    let mut bytes = prefix.as_bytes().to_vec();
-    while let Some(last) = bytes.pop() {
-        if last < 0x7f {
-            bytes.push(last + 1);
-            // Only ASCII bytes are ever incremented, so the result stays valid UTF-8.
-            return String::from_utf8(bytes).unwrap_or_default();
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        // Surrogates are not characters; the next one after them is U+E000.
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(bumped) = char::from_u32(next) {
+            chars.push(bumped);
+            return chars.into_iter().collect();
         }
     }
-    // No upper bound: "\u{7f}" sorts after every ASCII key.
-    "\u{7f}".to_string()
+    // An empty prefix (or one of only U+10FFFF): no key is above the largest character.
+    char::MAX.to_string()
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends_bound_exactly() {
+        assert_eq!(prefix_end("/registry/pods/"), "/registry/pods0");
+        assert_eq!(prefix_end("a\u{7f}"), "a\u{80}");
+        assert_eq!(prefix_end("é"), "ê");
+        assert_eq!(prefix_end("a\u{10FFFF}"), "b");
+        assert_eq!(prefix_end("\u{D7FF}"), "\u{E000}");
+        for key in ["é", "éa", "é\u{10FFFF}", "/registry/pods/x"] {
+            let prefix: String = key.chars().take(1).collect();
+            assert!(
+                key >= prefix.as_str() && key < prefix_end(&prefix).as_str(),
+                "{key}"
+            );
+        }
+        assert!("\u{10FFFE}" < prefix_end("").as_str());
+    }
 }
 
 /// Convenience calls over [`Store::txn`] in the shape the API server uses them.
