@@ -60,6 +60,34 @@ enum Command {
     },
     /// Print berth's version and the Kubernetes API version it serves.
     Version,
+    /// Manage the images pods run from (kept in `<data-dir>/images`).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Load an OCI-layout or docker-archive (`docker save`) tarball.
+    Import {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// The tarball.
+        file: PathBuf,
+    },
+    /// List the images.
+    Ls {
+        #[command(flatten)]
+        data_dir: DataDir,
+    },
+    /// Remove an image by reference or ID; layers no other image uses are deleted.
+    Rm {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// e.g. `busybox`, `docker.io/library/busybox:1.36` or `sha256:…`.
+        reference: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
+        Command::Image { command } => image(command),
         Command::Version => {
             println!(
                 "berth {} (Kubernetes API {})",
@@ -100,6 +129,78 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+fn image_store(data_dir: &DataDir) -> anyhow::Result<berth_image::ImageStore> {
+    let dir = data_dir.resolve()?;
+    berth_apiserver::files::ensure_private_dir(&dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let root = dir.join("images");
+    berth_image::ImageStore::open(&root)
+        .with_context(|| format!("cannot open the image store in {}", root.display()))
+}
+
+fn image(command: ImageCommand) -> anyhow::Result<()> {
+    match command {
+        ImageCommand::Import { data_dir, file } => {
+            let store = image_store(&data_dir)?;
+            let imported = store
+                .import(&file)
+                .with_context(|| format!("cannot import {}", file.display()))?;
+            for image in imported {
+                for reference in &image.references {
+                    println!("imported {reference} ({})", short_id(&image.record.id));
+                }
+            }
+        }
+        ImageCommand::Ls { data_dir } => {
+            let store = image_store(&data_dir)?;
+            println!(
+                "{:<60} {:<14} {:>10}  CREATED",
+                "REFERENCE", "IMAGE ID", "SIZE"
+            );
+            for image in store.list()? {
+                println!(
+                    "{:<60} {:<14} {:>10}  {}",
+                    image.reference,
+                    short_id(&image.id),
+                    human_size(image.size),
+                    image.created.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        ImageCommand::Rm {
+            data_dir,
+            reference,
+        } => {
+            let store = image_store(&data_dir)?;
+            for removed in store.remove(&reference)? {
+                println!("removed {removed}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first 12 hex digits of a digest, as `docker images` shows IDs.
+fn short_id(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
