@@ -87,131 +87,176 @@ pub fn media_type(content_type: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
+/// A decoded request body, and the object keys it repeated (JSON only; see [`decode_object`]).
+pub struct Decoded {
+    pub value: Value,
+    /// Paths of keys that appear twice in one JSON object (`data.a`, `spec.ports[0].port`):
+    /// JSON parsers keep the last value silently; Kubernetes' strict decoding refuses them.
+    pub duplicate_fields: Vec<String>,
+}
+
 /// Decodes a body by its content type. An empty or missing content type is read as JSON (kubectl
 /// sends `PUT .../scale` without one).
 pub fn decode(content_type: Option<&str>, bytes: &[u8]) -> ApiResult<Value> {
+    decode_object(content_type, bytes).map(|decoded| decoded.value)
+}
+
+/// [`decode`], also reporting repeated keys, found in the same single pass over the body.
+pub fn decode_object(content_type: Option<&str>, bytes: &[u8]) -> ApiResult<Decoded> {
+    let plain = |value| Decoded {
+        value,
+        duplicate_fields: Vec::new(),
+    };
     match media_type(content_type).as_str() {
         ""
         | "application/json"
         | "application/json-patch+json"
         | "application/merge-patch+json"
         | "application/strategic-merge-patch+json"
-        | "*/*" => parse_json(bytes),
+        | "*/*" => parse_json_object(bytes),
         "application/yaml"
         | "application/apply-patch+yaml"
         | "text/yaml"
-        | "application/x-yaml" => parse_yaml(bytes),
-        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes).map_err(|e| {
-            if e.is_unsupported_kind() {
-                ApiError::unsupported_media_type(&e.to_string())
-            } else {
-                ApiError::bad_request(format!("the protobuf body cannot be decoded: {e}"))
-            }
-        }),
+        | "application/x-yaml" => parse_yaml(bytes).map(plain),
+        "application/vnd.kubernetes.protobuf" => {
+            crate::protobuf::decode(bytes).map(plain).map_err(|e| {
+                if e.is_unsupported_kind() {
+                    ApiError::unsupported_media_type(&e.to_string())
+                } else {
+                    ApiError::bad_request(format!("the protobuf body cannot be decoded: {e}"))
+                }
+            })
+        }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
 
 pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
+    parse_json_object(bytes).map(|decoded| decoded.value)
+}
+
+fn parse_json_object(bytes: &[u8]) -> ApiResult<Decoded> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "the request body is empty; expected a JSON object",
         ));
     }
-    // serde_json's recursion limit (128) bounds the stack on hostile nesting.
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
-}
-
-/// Paths of object keys that appear twice in one JSON object (`data.a`, `spec.ports[0].port`).
-/// JSON parsers keep the last value silently; Kubernetes' strict decoding refuses them.
-/// Bodies that are not valid JSON have none (their parse error is reported elsewhere).
-pub fn duplicate_fields(content_type: Option<&str>, bytes: &[u8]) -> Vec<String> {
-    if !matches!(media_type(content_type).as_str(), "" | "application/json") {
-        return Vec::new();
-    }
-    let mut found = Vec::new();
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let seed = DuplicateFinder {
-        path: String::new(),
-        found: &mut found,
+    let invalid = |e: serde_json::Error| {
+        ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
     };
-    if serde::de::DeserializeSeed::deserialize(seed, &mut deserializer).is_err() {
-        return Vec::new();
+    // serde_json's recursion limit (128) bounds the stack on hostile nesting.
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let mut state = WalkState::default();
+    let value = serde::de::DeserializeSeed::deserialize(ValueSeed(&mut state), &mut deserializer)
+        .map_err(invalid)?;
+    deserializer.end().map_err(invalid)?;
+    Ok(Decoded {
+        value,
+        duplicate_fields: state.duplicates,
+    })
+}
+
+/// Where the walk is (to name a repeated key) and what it found.
+#[derive(Default)]
+struct WalkState {
+    path: Vec<Segment>,
+    duplicates: Vec<String>,
+}
+
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl WalkState {
+    fn path_to(&self, key: &str) -> String {
+        let mut path = String::new();
+        for segment in &self.path {
+            match segment {
+                Segment::Key(k) if path.is_empty() => path.push_str(k),
+                Segment::Key(k) => {
+                    path.push('.');
+                    path.push_str(k);
+                }
+                Segment::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        path
     }
-    found
 }
 
-/// Walks a JSON document remembering each object's keys; allocates only for paths.
-struct DuplicateFinder<'a> {
-    path: String,
-    found: &'a mut Vec<String>,
-}
+/// Builds the `Value` as serde_json would, noting repeated keys on the way (the last one wins,
+/// as in Kubernetes' non-strict decoding).
+struct ValueSeed<'a>(&'a mut WalkState);
 
-impl<'de> serde::de::DeserializeSeed<'de> for DuplicateFinder<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+impl<'de> serde::de::DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for DuplicateFinder<'_> {
-    type Value = ();
+impl<'de> serde::de::Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = std::collections::HashSet::new();
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let path = if self.path.is_empty() {
-                key.clone()
-            } else {
-                format!("{}.{key}", self.path)
-            };
-            if !seen.insert(key) {
-                self.found.push(path.clone());
+            if object.contains_key(&key) {
+                let path = self.0.path_to(&key);
+                self.0.duplicates.push(path);
             }
-            map.next_value_seed(DuplicateFinder {
-                path,
-                found: self.found,
-            })?;
+            self.0.path.push(Segment::Key(key));
+            let value = map.next_value_seed(ValueSeed(&mut *self.0))?;
+            if let Some(Segment::Key(key)) = self.0.path.pop() {
+                object.insert(key, value);
+            }
         }
-        Ok(())
+        Ok(Value::Object(object))
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut index = 0;
-        while seq
-            .next_element_seed(DuplicateFinder {
-                path: format!("{}[{index}]", self.path),
-                found: self.found,
-            })?
-            .is_some()
-        {
-            index += 1;
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            self.0.path.push(Segment::Index(items.len()));
+            let item = seq.next_element_seed(ValueSeed(&mut *self.0));
+            self.0.path.pop();
+            match item? {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Array(items)),
+            }
         }
-        Ok(())
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON has no NaN or infinities, so this is never Null in practice.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 }
 
@@ -300,6 +345,12 @@ mod tests {
         assert_eq!(parse_json(deep.as_bytes()).unwrap_err().code, 400);
     }
 
+    fn duplicate_fields(content_type: Option<&str>, bytes: &[u8]) -> Vec<String> {
+        decode_object(content_type, bytes)
+            .map(|d| d.duplicate_fields)
+            .unwrap_or_default()
+    }
+
     #[test]
     fn duplicate_keys_are_found_by_path() {
         let body = br#"{"a":1,"b":{"c":1,"c":2},"l":[{"x":1,"x":1}],"a":2}"#;
@@ -307,6 +358,16 @@ mod tests {
         assert!(duplicate_fields(None, br#"{"a":{"a":1}}"#).is_empty());
         assert!(duplicate_fields(Some("application/yaml"), b"a: 1").is_empty());
         assert!(duplicate_fields(None, b"{not json").is_empty());
+        // The one pass builds the same value serde_json would, last duplicate winning.
+        let decoded = decode_object(None, body).unwrap().value;
+        assert_eq!(
+            decoded,
+            serde_json::json!({"a":2,"b":{"c":2},"l":[{"x":1}]})
+        );
+        let numbers =
+            br#"{"i":-3,"u":18446744073709551615,"f":1.5,"e":1e3,"n":null,"t":true,"s":"\u00e9"}"#;
+        let expected: Value = serde_json::from_slice(numbers).unwrap();
+        assert_eq!(decode_object(None, numbers).unwrap().value, expected);
     }
 
     #[test]

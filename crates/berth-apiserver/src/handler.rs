@@ -577,9 +577,10 @@ async fn resource_request(
         }
         Verb::Create => {
             let mut options = write_options(&query)?;
-            let object = body::decode(content_type, body)?;
+            let decoded = body::decode_object(content_type, body)?;
+            let object = decoded.value;
             if options.field_validation != FieldValidation::Ignore {
-                options.duplicate_fields = body::duplicate_fields(content_type, body);
+                options.duplicate_fields = decoded.duplicate_fields;
             }
             let written = registry.create(info, ns, object, &options).await?;
             Ok(json_response(
@@ -590,9 +591,10 @@ async fn resource_request(
         }
         Verb::Update => {
             let mut options = write_options(&query)?;
-            let object = body::decode(content_type, body)?;
+            let decoded = body::decode_object(content_type, body)?;
+            let object = decoded.value;
             if options.field_validation != FieldValidation::Ignore {
-                options.duplicate_fields = body::duplicate_fields(content_type, body);
+                options.duplicate_fields = decoded.duplicate_fields;
             }
             let name = name.unwrap_or_default();
             let written = registry
