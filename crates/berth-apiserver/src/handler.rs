@@ -761,7 +761,7 @@ async fn scale(
                 ..*info
             };
             berth_api::patch::apply_patch(&scale_info, patch_type, &current_scale, &patch)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?
+                .map_err(|e| ApiError::patch_failed(&scale_info, name, &e))?
         }
         _ => return Err(ApiError::method_not_supported(info, verb.as_str())),
     };

@@ -814,22 +814,8 @@ impl Registry {
         }
         let written = self
             .admitted_update(target, options, |current, revision| {
-                let patched = apply_patch(info, patch_type, current, patch).map_err(|e| {
-                    if e.status_code() == 400 {
-                        ApiError::bad_request(e.to_string())
-                    } else {
-                        ApiError::invalid(
-                            info,
-                            name,
-                            &[berth_api::validation::FieldError {
-                                kind: berth_api::validation::FieldErrorKind::Invalid,
-                                field: "".into(),
-                                value: None,
-                                detail: e.to_string(),
-                            }],
-                        )
-                    }
-                })?;
+                let patched = apply_patch(info, patch_type, current, patch)
+                    .map_err(|e| ApiError::patch_failed(info, name, &e))?;
                 // A resourceVersion in the patch is a precondition, as in Kubernetes.
                 Self::check_precondition(
                     info,

@@ -140,6 +140,32 @@ impl ApiError {
         }))
     }
 
+    /// A patch that is malformed (400) or cannot be applied to the object (422).
+    pub fn patch_failed(
+        info: &ResourceInfo,
+        name: &str,
+        error: &berth_api::patch::PatchError,
+    ) -> Self {
+        if error.status_code() == 400 {
+            return Self::bad_request(error.to_string());
+        }
+        let qualified_kind = if info.group.is_empty() {
+            info.kind.to_string()
+        } else {
+            format!("{}.{}", info.kind, info.group)
+        };
+        // kubectl prints only the causes under "The Kind "name" is invalid".
+        Self::new(
+            422,
+            "Invalid",
+            format!("{qualified_kind} \"{name}\" is invalid: {error}"),
+        )
+        .with_details(json!({
+            "name": name, "group": info.group, "kind": info.kind,
+            "causes": [{"reason": "FieldValueInvalid", "message": error.to_string()}]
+        }))
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

@@ -399,7 +399,17 @@ fn describe_scale_patch_and_delete() {
         "-p",
         r#"[{"op":"test","path":"/spec/replicas","value":99}]"#,
     ]);
-    assert_ne!(failed.code, 0);
+    assert_eq!(failed.code, 1);
+    assert!(
+        failed.stderr.contains("The Deployment \"web\" is invalid"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("value did not match"),
+        "the reason is shown: {}",
+        failed.stderr
+    );
 
     k.ok(&["label", "svc", "web", "tier=db"]);
     k.ok(&["annotate", "svc", "web", "owner=me"]);
