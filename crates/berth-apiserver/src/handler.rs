@@ -280,6 +280,15 @@ fn render_table(
     table
 }
 
+/// A one-row Table of one object (a single GET, or one watch event), at the object's revision.
+fn render_row(info: &ResourceInfo, object: &Value, include: IncludeObject) -> Value {
+    let rv = object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    render_table(info, std::slice::from_ref(object), rv, None, include)
+}
+
 fn write_options(query: &Query) -> ApiResult<WriteOptions> {
     let dry_run = match query.all("dryRun") {
         [] => false,
@@ -442,18 +451,11 @@ async fn resource_request(
             let object = registry.get(info, ns, &name).await?;
             match rendering(accept, &query) {
                 Rendering::Object => Ok(json_response(StatusCode::OK, &object, &[])),
-                Rendering::Table { include_object } => {
-                    let rv = object
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    Ok(json_response(
-                        StatusCode::OK,
-                        &render_table(info, &[object], &rv, None, include_object),
-                        &[],
-                    ))
-                }
+                Rendering::Table { include_object } => Ok(json_response(
+                    StatusCode::OK,
+                    &render_row(info, &object, include_object),
+                    &[],
+                )),
             }
         }
         Verb::List => {
@@ -529,20 +531,9 @@ async fn resource_request(
                     WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
                         match render {
                             Rendering::Object => Cow::Borrowed(o),
-                            Rendering::Table { include_object } => Cow::Owned({
-                                let rv = o
-                                    .pointer("/metadata/resourceVersion")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .to_string();
-                                render_table(
-                                    info,
-                                    std::slice::from_ref(o),
-                                    &rv,
-                                    None,
-                                    include_object,
-                                )
-                            }),
+                            Rendering::Table { include_object } => {
+                                Cow::Owned(render_row(info, o, include_object))
+                            }
                         }
                     }
                     WatchEvent::Bookmark(revision) => Cow::Owned(bookmark_object(info, *revision)),
