@@ -36,6 +36,8 @@ pub const KUBERNETES_VERSION: &str = "v1.33.0";
 pub struct State {
     pub registry: Registry,
     pub auth: Authenticator,
+    /// How pod log/exec/attach/portforward requests reach node agents ([`crate::proxy`]).
+    pub agents: crate::proxy::Agents,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -200,6 +202,11 @@ where
                 response.headers_mut().insert(header::ETAG, value);
             }
             Ok(response)
+        }
+        // Served by the node agent: proxied before any body is read, since an upgraded
+        // connection has none and a followed log never ends.
+        Route::Resource(resource) if crate::proxy::is_proxied(&resource) => {
+            crate::proxy::serve(state, resource, request).await
         }
         Route::Resource(resource) => {
             let content_type = header_str(&request, header::CONTENT_TYPE).map(str::to_string);
@@ -424,12 +431,6 @@ async fn resource_request(
                 body,
             )
             .await;
-        }
-        (Some("log" | "exec" | "attach" | "portforward"), _) => {
-            return Err(ApiError::bad_request(format!(
-                "{} is served by the node agent, which this server does not run yet",
-                subresource.as_deref().unwrap_or("")
-            )));
         }
         (Some("status") | None, _) => {}
         (Some("finalize"), Verb::Update) => {

@@ -15,6 +15,7 @@ pub mod body;
 pub mod files;
 pub mod handler;
 pub mod protobuf;
+pub mod proxy;
 pub mod registry;
 pub mod request;
 pub mod server;
@@ -97,6 +98,13 @@ impl ApiServer {
         files::ensure_private_dir(&config.data_dir).map_err(io(&config.data_dir))?;
         let pki = tls::Pki::new(&config.data_dir);
         let ca_pem = pki.ensure(&[config.listen.ip()])?;
+        // The node agent's serving certificate and token, which `berth up` hands to the agent;
+        // the API server trusts the one and presents the other when it proxies to the agent.
+        pki.ensure_agent(
+            &[config.listen.ip()],
+            &local_hostname().into_iter().collect::<Vec<_>>(),
+        )?;
+        let agents = proxy::Agents::from_pki(&pki)?;
         let auth = Authenticator::load_or_create(&config.data_dir).map_err(io(&config.data_dir))?;
         let listener = server::Listener::bind(config.listen, pki.server_config()?)
             .await
@@ -130,7 +138,11 @@ impl ApiServer {
         bootstrap(&registry).await.map_err(ServerError::Bootstrap)?;
         Ok(ApiServer {
             listener,
-            state: Arc::new(State { registry, auth }),
+            state: Arc::new(State {
+                registry,
+                auth,
+                agents,
+            }),
             kubeconfig,
             compaction_interval: config.compaction_interval,
         })
@@ -154,6 +166,14 @@ impl ApiServer {
         self.listener.serve(self.state, shutdown).await;
         compactor.abort();
     }
+}
+
+/// This machine's host name, for the node agent's certificate.
+fn local_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// Creates the system namespaces that do not exist yet.

@@ -1,5 +1,10 @@
 //! The cluster's certificate authority and the API server's serving certificate, made on first
 //! start (rcgen) and kept in `<data-dir>/pki`, and the rustls configuration that serves them.
+//!
+//! The node agent's credentials live there too: its serving certificate, signed by the same CA
+//! (`agent.crt`, `agent.key`), and the bearer token the API server sends it (`agent.token`).
+//! The API server trusts the agent through the CA and authenticates to it with the token; the
+//! agent is handed both files and accepts only that token.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +58,125 @@ impl Pki {
     }
     fn server_sans(&self) -> PathBuf {
         self.dir.join("apiserver.sans")
+    }
+    /// The node agent's serving certificate (PEM), signed by the cluster CA.
+    pub fn agent_cert(&self) -> PathBuf {
+        self.dir.join("agent.crt")
+    }
+    /// The node agent's private key (PEM).
+    pub fn agent_key(&self) -> PathBuf {
+        self.dir.join("agent.key")
+    }
+    /// The bearer token the API server presents to the node agent.
+    pub fn agent_token(&self) -> PathBuf {
+        self.dir.join("agent.token")
+    }
+    fn agent_sans(&self) -> PathBuf {
+        self.dir.join("agent.sans")
+    }
+
+    fn load_ca(&self) -> Result<(KeyPair, String), TlsError> {
+        let io = |path: PathBuf| move |source| TlsError::Io { path, source };
+        let key_pem = std::fs::read_to_string(self.ca_key()).map_err(io(self.ca_key()))?;
+        let cert = std::fs::read_to_string(self.ca_cert()).map_err(io(self.ca_cert()))?;
+        Ok((KeyPair::from_pem(&key_pem)?, cert))
+    }
+
+    /// Issues the node agent's serving certificate, signed by the CA that [`Pki::ensure`] made,
+    /// for `ips` and `dns_names` (plus 127.0.0.1, ::1 and localhost); it is remade only when
+    /// that set of names changes. The API server checks the agent's certificate against the
+    /// node's address, so every address a Node object may report must be here.
+    pub fn ensure_agent(&self, ips: &[IpAddr], dns_names: &[String]) -> Result<(), TlsError> {
+        let io = |path: PathBuf| move |source| TlsError::Io { path, source };
+        let mut names: Vec<String> = vec!["localhost".to_string()];
+        for name in dns_names {
+            if !name.is_empty() && !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let mut all_ips: Vec<IpAddr> = vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ];
+        for ip in ips {
+            if !ip.is_unspecified() && !all_ips.contains(ip) {
+                all_ips.push(*ip);
+            }
+        }
+        let wanted = names
+            .iter()
+            .cloned()
+            .chain(all_ips.iter().map(IpAddr::to_string))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let current = std::fs::read_to_string(self.agent_sans()).unwrap_or_default();
+        if current == wanted && self.agent_cert().exists() && self.agent_key().exists() {
+            return Ok(());
+        }
+        let (ca_key, _) = self.load_ca()?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let mut params = CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "berth-node-agent");
+        for ip in &all_ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        write_private(&self.agent_key(), key.serialize_pem().as_bytes())
+            .map_err(io(self.agent_key()))?;
+        write_private(&self.agent_cert(), cert.pem().as_bytes()).map_err(io(self.agent_cert()))?;
+        write_private(&self.agent_sans(), wanted.as_bytes()).map_err(io(self.agent_sans()))?;
+        Ok(())
+    }
+
+    /// The token the API server sends the node agent: made once (32 random bytes, hex) and kept
+    /// in [`Pki::agent_token`] with mode 0600.
+    pub fn ensure_agent_token(&self) -> Result<String, TlsError> {
+        let path = self.agent_token();
+        let io = |source| TlsError::Io {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+            Ok(_) => Err(io(std::io::Error::other("the agent token file is empty"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes: [u8; 32] = rand::random();
+                let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                write_private(&path, token.as_bytes()).map_err(io)?;
+                Ok(token)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// The rustls client configuration for connections to node agents: it trusts only the
+    /// cluster CA and speaks HTTP/1.1 (every streaming protocol is an HTTP/1.1 upgrade).
+    pub fn agent_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let load = |path: PathBuf| {
+            move |e: rustls::pki_types::pem::Error| TlsError::Load {
+                path,
+                message: e.to_string(),
+            }
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.ca_cert()).map_err(load(self.ca_cert()))? {
+            roots.add(cert.map_err(load(self.ca_cert()))?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// Makes the CA (once) and a serving certificate valid for `ips` and the usual names

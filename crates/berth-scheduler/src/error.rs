@@ -16,13 +16,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("recording event {reason} for pod {pod}: {source}")]
-    Event {
-        pod: String,
-        reason: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Event(#[from] berth_client::EventError),
     #[error("the {0} watch ended before its cache was ready")]
     CacheNotReady(&'static str),
 }

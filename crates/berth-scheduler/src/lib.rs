@@ -27,7 +27,7 @@
 pub mod error;
 pub mod events;
 pub mod filter;
-pub mod quantity;
+pub use berth_client::quantity;
 pub mod queue;
 pub mod schedule;
 pub mod snapshot;

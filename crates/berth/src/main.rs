@@ -52,6 +52,9 @@ enum Command {
         /// revision newer than the last compaction).
         #[arg(long, default_value_t = 300)]
         compaction_interval_seconds: u64,
+        /// The name this machine registers as a Node (default: its hostname).
+        #[arg(long)]
+        node_name: Option<String>,
     },
     /// Print the admin kubeconfig.
     Kubeconfig {
@@ -91,12 +94,18 @@ enum ImageCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The container shim and exec helper fork through libcontainer, so they must run before
+    // clap, tokio or any thread exists.
+    if let Some(code) = berth_runtime::dispatch_hidden_subcommand() {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Up {
             data_dir,
             listen,
             compaction_interval_seconds,
+            node_name,
         } => {
             init_tracing();
             let data_dir = data_dir.resolve()?;
@@ -107,6 +116,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 listen,
                 Duration::from_secs(compaction_interval_seconds.max(1)),
+                node_name.unwrap_or_else(default_node_name),
             ))
         }
         Command::Kubeconfig { data_dir } => {
@@ -213,10 +223,22 @@ fn init_tracing() {
         .init();
 }
 
+/// The machine's hostname as a Node name: lowercase, and `localhost` if it has none.
+fn default_node_name() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().to_lowercase();
+    if name.is_empty() {
+        "localhost".to_string()
+    } else {
+        name
+    }
+}
+
 async fn up(
     data_dir: PathBuf,
     listen: SocketAddr,
     compaction_interval: Duration,
+    node_name: String,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     berth_apiserver::files::ensure_private_dir(&data_dir)
@@ -232,7 +254,9 @@ async fn up(
     };
     let server = berth_apiserver::ApiServer::bind(config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let scheduler = spawn_scheduler(server.kubeconfig_path(), stop_rx).await?;
+    let client = admin_client(server.kubeconfig_path()).await?;
+    let scheduler = spawn_scheduler(client.clone(), stop_rx.clone());
+    let agent = spawn_agent(client, &data_dir, node_name, stop_rx)?;
     let kubeconfig = server.kubeconfig_path().display().to_string();
     println!(
         "berth is up: the Kubernetes API is at https://{} (ready in {} ms)",
@@ -247,38 +271,74 @@ async fn up(
             let _ = stop_tx.send(true);
         })
         .await;
-    // The scheduler stops at its next await; a stuck request must not hold up the exit.
-    if tokio::time::timeout(Duration::from_secs(5), scheduler)
+    // The scheduler and the agent stop at their next await; a stuck request must not hold up
+    // the exit. Containers keep running: the next `berth up` adopts them.
+    let stopped = futures::future::join(scheduler, agent);
+    if tokio::time::timeout(Duration::from_secs(5), stopped)
         .await
         .is_err()
     {
-        tracing::warn!("the scheduler did not stop in time");
+        tracing::warn!("the scheduler or the node agent did not stop in time");
     }
     tracing::info!("berth stopped");
     Ok(())
 }
 
-/// Starts the scheduler as a client of the API server over loopback, with the admin
-/// kubeconfig berth just wrote, exactly as it would run from another machine.
-async fn spawn_scheduler(
-    kubeconfig: &std::path::Path,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// A client of the API server over loopback with the admin kubeconfig berth just wrote:
+/// the scheduler and the node agent use it exactly as they would from another machine.
+async fn admin_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
     let config =
         kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
             .await
-            .context("the admin kubeconfig is not usable by the scheduler")?;
-    let client = kube::Client::try_from(config).context("cannot build the scheduler's client")?;
+            .context("the admin kubeconfig is not usable")?;
+    kube::Client::try_from(config).context("cannot build a client of the API server")
+}
+
+/// Resolves when berth is stopping (or the sender is gone, which also means that).
+async fn stopping(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn spawn_scheduler(
+    client: kube::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let scheduler = berth_scheduler::Scheduler::new(client);
-    Ok(tokio::spawn(async move {
-        let stopped = async move {
-            // A dropped sender also means berth is stopping.
-            let _ = stop.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = scheduler.run(stopped).await {
+    tokio::spawn(async move {
+        if let Err(e) = scheduler.run(stopping(stop)).await {
             tracing::error!(error = %e, "the scheduler stopped");
+        }
+    })
+}
+
+/// Starts the node agent for this machine: pods under `<data>/pods`, the runtime's bundles
+/// under `<data>/run`, images from `<data>/images`.
+fn spawn_agent(
+    client: kube::Client,
+    data_dir: &std::path::Path,
+    node_name: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let exe = std::env::current_exe().context("cannot find the berth binary to run shims")?;
+    let mut config =
+        berth_node::AgentConfig::new(&node_name, data_dir, &data_dir.join("images"), &exe);
+    // The API server wrote the agent's serving certificate and token into the pki dir; a free
+    // port keeps two berths on one machine apart (the Node reports the one chosen).
+    let pki = data_dir.join("pki");
+    let read = |name: &str| {
+        std::fs::read_to_string(pki.join(name))
+            .with_context(|| format!("cannot read {}", pki.join(name).display()))
+    };
+    config.server_cert_pem = read("agent.crt")?;
+    config.server_key_pem = read("agent.key")?;
+    config.server_token = read("agent.token")?.trim().to_string();
+    config.kubelet_port = 0;
+    let agent = berth_node::Agent::new(client, config);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = agent.run(stopping(stop)).await {
+            tracing::error!(error = %e, "the node agent stopped");
         }
     }))
 }

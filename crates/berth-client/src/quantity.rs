@@ -1,8 +1,8 @@
 //! Resource quantities (`500m`, `2`, `128Mi`, `1G`, `1e3`) as the integers the scheduler adds
-//! and compares: CPU in millicores, everything else in whole units.
+//! and compares (the scheduler, the node agent): CPU in millicores, everything else in whole units.
 //!
 //! berth-api has a full quantity type for validation, but it is private to that crate and
-//! exact; the scheduler only needs Kubernetes' `MilliValue()` and `Value()`, which round up.
+//! exact; clients only need Kubernetes' `MilliValue()` and `Value()`, which round up.
 //! The API server has already validated every quantity, so a string that does not parse here is
 //! treated as zero rather than an error.
 

@@ -1,0 +1,395 @@
+//! The agent's top level: its configuration, the context pod workers share, and the loop
+//! that keeps one worker per pod.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::{mpsc, watch};
+
+use crate::server::{self, PodStreams};
+use crate::streams::AgentStreams;
+use crate::{Error, env, node, volumes, worker};
+
+/// How the agent is set up.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// The address the node reports and pods see as their host.
+    pub node_ip: IpAddr,
+    /// The agent's own state: `pods/` (one directory per pod uid) and `run/` (the runtime's
+    /// bundles). Kept across restarts so running pods are adopted, not restarted.
+    pub state_dir: PathBuf,
+    /// The image store (`berth image import` writes it).
+    pub image_root: PathBuf,
+    /// The berth binary, re-executed as each container's shim.
+    pub berth_exe: PathBuf,
+    /// The port the agent's streaming server (logs, exec, port-forward) listens on, on
+    /// `node_ip`; 0 picks a free one, which the Node then reports.
+    pub kubelet_port: u16,
+    /// The streaming server's certificate, key and the token the API server presents.
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+    pub server_token: String,
+    pub cluster_domain: String,
+    /// `pids.max` of each container, so a fork bomb stays inside its pod.
+    pub pids_limit: i64,
+    /// A container's log is rotated past this size (one rotated file is kept).
+    pub log_max_bytes: u64,
+}
+
+impl AgentConfig {
+    pub fn new(node_name: &str, state_dir: &Path, image_root: &Path, berth_exe: &Path) -> Self {
+        AgentConfig {
+            node_name: node_name.to_string(),
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            state_dir: state_dir.to_path_buf(),
+            image_root: image_root.to_path_buf(),
+            berth_exe: berth_exe.to_path_buf(),
+            kubelet_port: 10250,
+            server_cert_pem: String::new(),
+            server_key_pem: String::new(),
+            server_token: String::new(),
+            cluster_domain: "cluster.local".to_string(),
+            pids_limit: 4096,
+            log_max_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// An event for the recorder task; pod workers never wait for the API to take it.
+struct EventRequest {
+    object: k8s_openapi::api::core::v1::ObjectReference,
+    type_: String,
+    reason: String,
+    message: String,
+}
+
+/// What every pod worker shares.
+pub struct Context {
+    pub client: Client,
+    pub node_name: String,
+    pub node_ip: String,
+    pub pods_root: PathBuf,
+    pub runtime: Arc<berth_runtime::Runtime>,
+    pub images: berth_image::ImageStore,
+    pub cluster_domain: String,
+    pub pids_limit: i64,
+    pub log_max_bytes: u64,
+    pub allocatable: BTreeMap<String, Quantity>,
+    pub objects: Arc<dyn env::ObjectSource>,
+    pub volumes: volumes::VolumeManager,
+    events: mpsc::UnboundedSender<EventRequest>,
+}
+
+impl Context {
+    /// What env and volume resolution need to know about `pod` besides its spec.
+    pub fn pod_context<'a>(&'a self, pod: &'a Pod, ips: &'a [String]) -> env::PodContext<'a> {
+        env::PodContext {
+            pod,
+            pod_ips: ips,
+            host_ips: ips,
+            node_allocatable: &self.allocatable,
+            objects: &*self.objects,
+            service_env: &[],
+        }
+    }
+}
+
+impl Context {
+    /// Queues an event about `pod` (`field_path` names a container as kubelet does).
+    pub fn event(
+        &self,
+        pod: &Pod,
+        field_path: Option<String>,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let _ = self.events.send(EventRequest {
+            object: berth_client::pod_reference(pod, field_path),
+            type_: type_.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+        });
+    }
+}
+
+/// ConfigMaps and Secrets from the agent's reflector caches.
+struct CachedObjects {
+    config_maps: Store<ConfigMap>,
+    secrets: Store<Secret>,
+}
+
+impl env::ObjectSource for CachedObjects {
+    fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        self.config_maps
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// The node agent.
+pub struct Agent {
+    client: Client,
+    config: AgentConfig,
+}
+
+impl Agent {
+    pub fn new(client: Client, config: AgentConfig) -> Agent {
+        Agent { client, config }
+    }
+
+    /// Registers the node and runs its pods until `stop` resolves. Containers keep running
+    /// when the agent stops; the next agent adopts them.
+    pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), Error> {
+        let Agent { client, config } = self;
+        let pods_root = config.state_dir.join("pods");
+        let run_root = config.state_dir.join("run");
+        for dir in [&pods_root, &run_root] {
+            std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        }
+        let runtime = berth_runtime::Runtime::new(&run_root, &config.berth_exe)
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let images = berth_image::ImageStore::open(&config.image_root)?;
+        let (pods, pod_writer) = reflector::store::<Pod>();
+        let mut machine =
+            node::Machine::probe(&config.state_dir, config.node_ip, config.kubelet_port);
+        let (config_maps, cm_writer) = reflector::store();
+        let (secrets, secret_writer) = reflector::store();
+        let caches = tokio::spawn({
+            let cms = reflector::reflector(
+                cm_writer,
+                watcher(
+                    Api::<ConfigMap>::all(client.clone()),
+                    watcher::Config::default(),
+                ),
+            );
+            let secrets = reflector::reflector(
+                secret_writer,
+                watcher(
+                    Api::<Secret>::all(client.clone()),
+                    watcher::Config::default(),
+                ),
+            );
+            async move {
+                let cms = cms.for_each(|_| async {});
+                let secrets = secrets.for_each(|_| async {});
+                futures::join!(cms, secrets);
+            }
+        });
+
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<EventRequest>();
+        let recorder = tokio::spawn({
+            let mut recorder =
+                berth_client::Recorder::new(client.clone(), "kubelet", Some(&config.node_name));
+            async move {
+                while let Some(e) = events_rx.recv().await {
+                    if let Err(err) = recorder
+                        .record(&e.object, &e.type_, &e.reason, &e.message)
+                        .await
+                    {
+                        tracing::debug!(error = %err, "cannot record an event");
+                    }
+                }
+            }
+        });
+
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            node_name: config.node_name.clone(),
+            node_ip: config.node_ip.to_string(),
+            pods_root: pods_root.clone(),
+            runtime: Arc::new(runtime),
+            images,
+            cluster_domain: config.cluster_domain.clone(),
+            pids_limit: config.pids_limit,
+            log_max_bytes: config.log_max_bytes,
+            allocatable: machine.capacity(),
+            objects: Arc::new(CachedObjects {
+                config_maps: config_maps.clone(),
+                secrets: secrets.clone(),
+            }),
+            volumes: volumes::VolumeManager::new(
+                volumes::VolumeConfig {
+                    host_path_policy: volumes::HostPathPolicy::with_data_dir(&config.state_dir),
+                    secrets_in_tmpfs: true,
+                },
+                Arc::new(volumes::HostMounter),
+            ),
+            events: events_tx,
+        });
+
+        let server = server::AgentServer::bind(
+            server::ServerConfig {
+                listen: std::net::SocketAddr::new(config.node_ip, config.kubelet_port),
+                cert_pem: config.server_cert_pem.clone(),
+                key_pem: config.server_key_pem.clone(),
+                token: config.server_token.clone(),
+            },
+            Arc::new(AgentStreams {
+                ctx: ctx.clone(),
+                pods,
+            }) as Arc<dyn PodStreams>,
+        )
+        .await
+        .map_err(|e| Error::Runtime(format!("cannot start the streaming server: {e}")))?;
+        machine.kubelet_port = i32::from(server.local_addr().port());
+        let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async move {
+            let _ = server_stop_rx.await;
+        }));
+        node::register(&client, &config.node_name, &machine).await?;
+        node::renew_lease(&client, &config.node_name).await?;
+        let heartbeat = tokio::spawn(node::heartbeat(
+            client.clone(),
+            config.node_name.clone(),
+            machine.clone(),
+        ));
+
+        // Containers that read ConfigMaps and Secrets should not fail for a cold cache.
+        let caches_ready =
+            futures::future::join(config_maps.wait_until_ready(), secrets.wait_until_ready());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), caches_ready).await;
+        let result = tokio::select! {
+            r = run_pods(ctx, &config.node_name, pod_writer) => r,
+            () = stop => Ok(()),
+        };
+        let _ = server_stop_tx.send(());
+        serving.abort();
+        heartbeat.abort();
+        caches.abort();
+        recorder.abort();
+        result
+    }
+}
+
+/// Watches the pods bound to the node and keeps one worker per pod uid.
+async fn run_pods(
+    ctx: Arc<Context>,
+    node_name: &str,
+    writer: reflector::store::Writer<Pod>,
+) -> Result<(), Error> {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let selector = format!("spec.nodeName={node_name}");
+    let mut stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().fields(&selector)),
+    )
+    .boxed();
+    let mut workers: HashMap<String, watch::Sender<worker::PodUpdate>> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let mut listing: Option<HashSet<String>> = None;
+    let mut orphans_checked = false;
+
+    let spawn = |uid: String,
+                 initial: worker::PodUpdate,
+                 workers: &mut HashMap<String, watch::Sender<worker::PodUpdate>>| {
+        let (tx, rx) = watch::channel(initial);
+        let w = worker::PodWorker::new(ctx.clone(), uid.clone(), rx, done_tx.clone());
+        tokio::spawn(w.run());
+        workers.insert(uid, tx);
+    };
+
+    loop {
+        tokio::select! {
+            Some(uid) = done_rx.recv() => {
+                workers.remove(&uid);
+            }
+            event = stream.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the pod watch failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                match event {
+                    watcher::Event::Init => listing = Some(HashSet::new()),
+                    watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
+                        let Some(uid) = pod.metadata.uid.clone() else { continue };
+                        if let Some(seen) = listing.as_mut() {
+                            seen.insert(uid.clone());
+                        }
+                        let pod = Some(Arc::new(pod));
+                        match workers.get(&uid) {
+                            Some(tx) => { let _ = tx.send(pod); }
+                            None => spawn(uid, pod, &mut workers),
+                        }
+                    }
+                    watcher::Event::Delete(pod) => {
+                        if let Some(tx) = pod.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
+                            let _ = tx.send(None);
+                        }
+                    }
+                    watcher::Event::InitDone => {
+                        let seen = listing.take().unwrap_or_default();
+                        for (uid, tx) in &workers {
+                            if !seen.contains(uid) {
+                                let _ = tx.send(None);
+                            }
+                        }
+                        if !orphans_checked {
+                            orphans_checked = true;
+                            for uid in local_pod_uids(&ctx) {
+                                if !seen.contains(&uid) && !workers.contains_key(&uid) {
+                                    tracing::info!(pod = %uid, "cleaning up a pod the API no longer has");
+                                    spawn(uid, None, &mut workers);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pod uids with something on this machine: a directory or a container.
+fn local_pod_uids(ctx: &Context) -> HashSet<String> {
+    let mut uids = HashSet::new();
+    if let Ok(entries) = std::fs::read_dir(&ctx.pods_root) {
+        for entry in entries.flatten() {
+            uids.insert(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    for id in ctx.runtime.list().unwrap_or_default() {
+        // Container ids start with the pod's uid, which is 36 characters.
+        if let Some(uid) = id.get(..36) {
+            uids.insert(uid.to_string());
+        }
+    }
+    uids
+}
+
+/// The last `lines` lines (at most `bytes` bytes) of a container's CRI log, as plain text;
+/// the termination message of `FallbackToLogsOnError`.
+pub fn logs_tail(path: &Path, lines: usize, bytes: usize) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let content: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .collect();
+    let start = content.len().saturating_sub(lines);
+    let mut out = content[start..].join("\n");
+    if out.len() > bytes {
+        let mut cut = out.len() - bytes;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = out[cut..].to_string();
+    }
+    (!out.is_empty()).then_some(out)
+}

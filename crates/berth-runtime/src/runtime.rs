@@ -1,0 +1,446 @@
+//! [`Runtime`]: the node agent's handle on containers. It writes bundles, spawns a shim per
+//! container, and reads what the shims record; it never links a fork-without-exec code path
+//! into the agent's threads (libcontainer runs only in the shim and exec helper processes).
+//!
+//! Every answer comes from the bundle's files and the live processes they name, so a new
+//! `Runtime` on the same root (after berth restarts) sees exactly what the old one saw.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+
+use crate::cgroup;
+use crate::config::{ContainerConfig, ExecRequest, validate_id};
+use crate::exec::{ExecProcess, ExecStdin};
+use crate::record::{
+    self, CONFIG_FILE, EXIT_FILE, ExitRecord, Readiness, SHIM_CONFIG_FILE, SHIM_LOG_FILE,
+    STATE_FILE, STDIN_FIFO, ShimConfig, StateRecord,
+};
+use crate::spec::oci_spec;
+use crate::{Error, sys};
+
+/// How long start() waits for the shim's verdict. Creating a container takes tens of
+/// milliseconds; this only bounds a hung shim.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The runtime's state directory and the binary it re-executes for shims and exec helpers.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+    exe: PathBuf,
+    /// berth's own cgroup `M`, below which new pods' cgroups go.
+    cgroup_base: PathBuf,
+}
+
+/// A container that has just started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    pub pid: i32,
+    pub started_at: SystemTime,
+}
+
+/// What a container is doing, as kubelet's container statuses need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    /// The bundle exists but the container has not started: start() is in progress, or it
+    /// was interrupted (remove() it).
+    Created,
+    Running {
+        pid: i32,
+        started_at: SystemTime,
+    },
+    Exited {
+        exit_code: i32,
+        signal: Option<i32>,
+        /// `Completed`, `Error`, `OOMKilled`, or `Unknown` when the shim died before the
+        /// container (the container is then killed and reported with code 137 or 255).
+        reason: String,
+        message: Option<String>,
+        started_at: SystemTime,
+        finished_at: SystemTime,
+    },
+    /// No bundle with this id.
+    Gone,
+}
+
+/// Which cgroup a pod's containers go to, recorded at its first container so that containers
+/// started after berth moved to another cgroup still join their pod.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodRecord {
+    cgroup: PathBuf,
+}
+
+impl Runtime {
+    /// A runtime keeping its state under `root` (for example `<data>/run`) and re-executing
+    /// `berth_exe` (which must dispatch [`crate::dispatch_hidden_subcommand`] first thing).
+    pub fn new(root: &Path, berth_exe: &Path) -> Result<Runtime, Error> {
+        for dir in [root.join("containers"), root.join("pods")] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let root = std::fs::canonicalize(root)
+            .map_err(|e| Error::io(format!("resolving {}", root.display()), e))?;
+        Ok(Runtime {
+            root,
+            exe: berth_exe.to_path_buf(),
+            cgroup_base: cgroup::own_base()?,
+        })
+    }
+
+    /// The bundle directory of a container.
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// The FIFO whose writes reach the container's stdin (containers started with `stdin`).
+    pub fn stdin_path(&self, id: &str) -> PathBuf {
+        self.bundle_dir(id).join(STDIN_FIFO)
+    }
+
+    /// Creates and starts a container; returns once its process runs, or with the reason it
+    /// could not start (for example that the executable is not in the image). A failed start
+    /// leaves nothing behind.
+    pub async fn start(&self, config: &ContainerConfig) -> Result<Started, Error> {
+        config.validate()?;
+        let bundle = self.bundle_dir(&config.id);
+        match std::fs::create_dir(&bundle) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(config.id.clone()));
+            }
+            Err(e) => return Err(Error::io(format!("creating {}", bundle.display()), e)),
+        }
+        let result = self.start_in(&bundle, config).await;
+        if let Err(err) = &result
+            && !matches!(err, Error::Start { message, .. } if message.contains("timed out"))
+        {
+            let _ = std::fs::remove_dir_all(&bundle);
+        }
+        result
+    }
+
+    async fn start_in(&self, bundle: &Path, config: &ContainerConfig) -> Result<Started, Error> {
+        let cgroups_path = self.pod_cgroup(&config.pod_uid)?.join(&config.id);
+        let mut spec = oci_spec(config, &cgroups_path)?;
+        clamp_nofile(&mut spec);
+        spec.save(bundle.join(CONFIG_FILE))
+            .map_err(|e| Error::Runtime(format!("writing {CONFIG_FILE}: {e}")))?;
+        let shim = ShimConfig {
+            id: config.id.clone(),
+            pod_uid: config.pod_uid.clone(),
+            cgroups_path,
+            log_path: config.log_path.clone(),
+            log_max_bytes: config.log_max_bytes,
+            tty: config.tty,
+            stdin: config.stdin,
+        };
+        record::write_atomic(bundle, SHIM_CONFIG_FILE, &shim)?;
+        let log_path = bundle.join(SHIM_LOG_FILE);
+        let shim_log = std::fs::File::create(&log_path)
+            .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
+
+        let mut child = tokio::process::Command::new(&self.exe)
+            .arg(crate::SHIM_SUBCOMMAND)
+            .arg(bundle)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(shim_log)
+            .spawn()
+            .map_err(|e| Error::io(format!("spawning {}", self.exe.display()), e))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Runtime("shim has no stdout".into()))?;
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let read = tokio::time::timeout(START_TIMEOUT, reader.read_line(&mut line)).await;
+        // The process we spawned forks the real shim and exits at once; reap it.
+        let _ = child.wait().await;
+        let start_err = |message: String| Error::Start {
+            id: config.id.clone(),
+            message,
+        };
+        match read {
+            Err(_) => return Err(start_err("timed out waiting for the shim".into())),
+            Ok(Err(e)) => return Err(start_err(format!("reading from the shim: {e}"))),
+            Ok(Ok(_)) => {}
+        }
+        match serde_json::from_str::<Readiness>(line.trim()) {
+            Ok(Readiness::Started {
+                pid,
+                started_at_unix_nanos,
+            }) => Ok(Started {
+                pid,
+                started_at: record::from_unix_nanos(started_at_unix_nanos),
+            }),
+            Ok(Readiness::Failed { message }) => Err(start_err(message)),
+            Err(_) => {
+                let diag = std::fs::read_to_string(&log_path).unwrap_or_default();
+                Err(start_err(format!(
+                    "the shim exited without reporting: {}",
+                    diag.trim()
+                )))
+            }
+        }
+    }
+
+    /// The pod's cgroup: the recorded one, or (first container) a new one below `M`.
+    fn pod_cgroup(&self, pod_uid: &str) -> Result<PathBuf, Error> {
+        validate_id("pod uid", pod_uid)?;
+        let dir = self.root.join("pods");
+        let name = format!("{pod_uid}.json");
+        if let Some(rec) = record::read_optional::<PodRecord>(&dir, &name)? {
+            return Ok(rec.cgroup);
+        }
+        let cgroup = cgroup::pod_path(&self.cgroup_base, pod_uid);
+        record::write_atomic(
+            &dir,
+            &name,
+            &PodRecord {
+                cgroup: cgroup.clone(),
+            },
+        )?;
+        Ok(cgroup)
+    }
+
+    /// The container's state, from its bundle and the processes it names.
+    pub fn state(&self, id: &str) -> Result<ContainerState, Error> {
+        validate_id("container id", id)?;
+        let bundle = self.bundle_dir(id);
+        if !bundle.is_dir() {
+            return Ok(ContainerState::Gone);
+        }
+        if let Some(exit) = record::read_optional::<ExitRecord>(&bundle, EXIT_FILE)? {
+            return Ok(exited(exit));
+        }
+        let Some(state) = record::read_optional::<StateRecord>(&bundle, STATE_FILE)? else {
+            return Ok(ContainerState::Created);
+        };
+        if shim_alive(&state) {
+            return Ok(ContainerState::Running {
+                pid: state.pid,
+                started_at: record::from_unix_nanos(state.started_at_unix_nanos),
+            });
+        }
+        // The shim may have written exit.json and exited since we looked.
+        if let Some(exit) = record::read_optional::<ExitRecord>(&bundle, EXIT_FILE)? {
+            return Ok(exited(exit));
+        }
+        Ok(exited(self.record_lost_shim(&bundle, &state)?))
+    }
+
+    /// The shim died without recording an exit: nobody supervises the container any more, so
+    /// kill what is left of it and record the exit as `Unknown`.
+    fn record_lost_shim(&self, bundle: &Path, state: &StateRecord) -> Result<ExitRecord, Error> {
+        let killed = match record::read_optional::<ShimConfig>(bundle, SHIM_CONFIG_FILE)? {
+            Some(shim) => cgroup::kill_and_remove(&shim.cgroups_path)?,
+            None => false,
+        };
+        let now = SystemTime::now();
+        let exit = ExitRecord {
+            exit_code: if killed { 137 } else { 255 },
+            signal: killed.then_some(9),
+            reason: "Unknown".into(),
+            message: Some(
+                "the container's shim exited without recording how the container ended".into(),
+            ),
+            started_at_unix_nanos: state.started_at_unix_nanos,
+            finished_at: record::rfc3339_nanos(now),
+            finished_at_unix_nanos: record::unix_nanos(now),
+        };
+        record::write_atomic(bundle, EXIT_FILE, &exit)?;
+        Ok(exit)
+    }
+
+    /// Sends a signal to the container's init (PID 1 in its PID namespace; SIGKILL of it kills
+    /// every process of the container). A container that already exited is left alone.
+    ///
+    /// The signal goes through a pidfd opened on the recorded pid and checked against the
+    /// recorded start time, so a reused pid is never signalled.
+    pub async fn signal(&self, id: &str, signal: i32) -> Result<(), Error> {
+        validate_id("container id", id)?;
+        let bundle = self.bundle_dir(id);
+        if !bundle.is_dir() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        if bundle.join(EXIT_FILE).exists() {
+            return Ok(());
+        }
+        let Some(state) = record::read_optional::<StateRecord>(&bundle, STATE_FILE)? else {
+            return Err(Error::NotRunning(id.to_string()));
+        };
+        let pidfd = match sys::pidfd_open(state.pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+            Err(e) => return Err(Error::io("pidfd_open", e)),
+        };
+        // Checked after opening: if the start time matches now, the pidfd names the init.
+        if record::process_start_time(state.pid) != Some(state.pid_start_time) {
+            return Ok(());
+        }
+        match sys::pidfd_send_signal(&pidfd, signal) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(Error::io(format!("signalling container {id}"), e)),
+        }
+    }
+
+    /// Deletes an exited (or never started) container's bundle and any cgroup left behind.
+    /// Idempotent; fails with [`Error::StillRunning`] while the container runs.
+    pub fn remove(&self, id: &str) -> Result<(), Error> {
+        let bundle = self.bundle_dir(id);
+        match self.state(id)? {
+            ContainerState::Gone => return Ok(()),
+            ContainerState::Running { .. } => return Err(Error::StillRunning(id.to_string())),
+            ContainerState::Created | ContainerState::Exited { .. } => {}
+        }
+        if let Some(shim) = record::read_optional::<ShimConfig>(&bundle, SHIM_CONFIG_FILE)? {
+            cgroup::kill_and_remove(&shim.cgroups_path)?;
+        }
+        match std::fs::remove_dir_all(&bundle) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", bundle.display()), e)),
+        }
+    }
+
+    /// The ids of all containers with a bundle, running or not (for re-adoption after a
+    /// restart).
+    pub fn list(&self) -> Result<Vec<String>, Error> {
+        let dir = self.root.join("containers");
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Removes the pod's cgroup directories (in every hierarchy, with the now-empty levels
+    /// above them) once its containers are removed. Idempotent.
+    pub fn remove_pod_cgroup(&self, pod_uid: &str) -> Result<(), Error> {
+        validate_id("pod uid", pod_uid)?;
+        let dir = self.root.join("pods");
+        let name = format!("{pod_uid}.json");
+        let cg = match record::read_optional::<PodRecord>(&dir, &name)? {
+            Some(rec) => rec.cgroup,
+            None => cgroup::pod_path(&self.cgroup_base, pod_uid),
+        };
+        cgroup::remove_upwards(&cg)?;
+        match std::fs::remove_file(dir.join(&name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {name}"), e)),
+        }
+    }
+
+    /// Runs a command in a running container.
+    pub async fn exec(&self, id: &str, request: ExecRequest) -> Result<ExecProcess, Error> {
+        if request.argv.is_empty() {
+            return Err(Error::InvalidConfig("exec needs a command".into()));
+        }
+        match self.state(id)? {
+            ContainerState::Running { .. } => {}
+            ContainerState::Gone => return Err(Error::NotFound(id.to_string())),
+            _ => return Err(Error::NotRunning(id.to_string())),
+        }
+        let json = serde_json::to_string(&request).map_err(|e| Error::json("exec request", e))?;
+        let mut child = tokio::process::Command::new(&self.exe)
+            .arg(crate::EXEC_SUBCOMMAND)
+            .arg(self.bundle_dir(id))
+            .arg(json)
+            .stdin(if request.stdin || request.tty {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("spawning {}", self.exe.display()), e))?;
+        let stdin = child.stdin.take();
+        let (stdin, control) = match (stdin, request.tty) {
+            (Some(pipe), true) => {
+                let shared = Arc::new(tokio::sync::Mutex::new(pipe));
+                let handle = request.stdin.then(|| ExecStdin::framed(shared.clone()));
+                (handle, Some(shared))
+            }
+            (Some(pipe), false) => (Some(ExecStdin::raw(pipe)), None),
+            (None, _) => (None, None),
+        };
+        Ok(ExecProcess {
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            child,
+            stdin,
+            control,
+        })
+    }
+}
+
+fn exited(exit: ExitRecord) -> ContainerState {
+    ContainerState::Exited {
+        exit_code: exit.exit_code,
+        signal: exit.signal,
+        reason: exit.reason,
+        message: exit.message,
+        started_at: record::from_unix_nanos(exit.started_at_unix_nanos),
+        finished_at: record::from_unix_nanos(exit.finished_at_unix_nanos),
+    }
+}
+
+/// Whether the shim that wrote `state` still runs (same pid and start time, not a zombie).
+fn shim_alive(state: &StateRecord) -> bool {
+    record::process_start_time(state.shim_pid) == Some(state.shim_start_time)
+        && !record::process_is_zombie(state.shim_pid)
+}
+
+/// Lowers the spec's `RLIMIT_NOFILE` to what this process may grant: raising a hard limit
+/// needs CAP_SYS_RESOURCE, which berth may lack (in a container, or a sandbox like CI's), and
+/// libcontainer would then fail to create every container with EPERM.
+fn clamp_nofile(spec: &mut crate::Spec) {
+    if has_cap_sys_resource() {
+        return;
+    }
+    let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    else {
+        return;
+    };
+    if let Some(process) = spec.process_mut()
+        && let Some(mut rlimits) = process.rlimits().clone()
+    {
+        for limit in rlimits.iter_mut() {
+            if limit.hard() > hard
+                && let Ok(lowered) = libcontainer::oci_spec::runtime::PosixRlimitBuilder::default()
+                    .typ(limit.typ())
+                    .hard(hard)
+                    .soft(limit.soft().min(hard))
+                    .build()
+            {
+                *limit = lowered;
+            }
+        }
+        process.set_rlimits(Some(rlimits));
+    }
+}
+
+fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}

@@ -1,0 +1,645 @@
+//! The runtime against the real kernel: containers from a busybox-static root file system,
+//! started through the test shim binary (which dispatches `__shim` / `__exec` as `berth` does).
+//! Needs root; skipped otherwise. Every test removes what it creates (containers, cgroups).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_runtime::{ContainerConfig, ContainerState, ExecRequest, Runtime};
+use tokio::io::AsyncReadExt;
+
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    runtime: Runtime,
+    rootfs: PathBuf,
+    pod: String,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rootfs = dir.path().join("rootfs");
+        for sub in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+            std::fs::create_dir_all(rootfs.join(sub)).expect("rootfs dir");
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
+        for applet in [
+            "sh", "echo", "sleep", "cat", "true", "false", "ls", "hostname", "id", "env", "head",
+            "yes", "ps", "stty",
+        ] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
+                .expect("symlink");
+        }
+        let runtime = Runtime::new(
+            &dir.path().join("run"),
+            Path::new(env!("CARGO_BIN_EXE_berth-runtime-test-shim")),
+        )
+        .expect("runtime");
+        let pod = format!("{name}-{}", std::process::id());
+        Fixture {
+            dir,
+            runtime,
+            rootfs,
+            pod,
+        }
+    }
+
+    fn config(&self, name: &str, args: &[&str]) -> ContainerConfig {
+        let id = format!("{}-{name}", self.pod);
+        ContainerConfig {
+            log_path: self.dir.path().join("logs").join(format!("{id}.log")),
+            id,
+            pod_uid: self.pod.clone(),
+            rootfs: self.rootfs.clone(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            hostname: "testhost".into(),
+            log_max_bytes: 1 << 20,
+            ..Default::default()
+        }
+    }
+
+    /// Removes the container and the pod's cgroup, and checks nothing is left of either.
+    fn cleanup(&self, id: &str) {
+        self.runtime.remove(id).expect("remove");
+        assert_eq!(self.runtime.state(id).expect("state"), ContainerState::Gone);
+        self.runtime
+            .remove_pod_cgroup(&self.pod)
+            .expect("remove pod cgroup");
+        let leftover = pod_cgroup_dirs(&self.pod);
+        assert!(leftover.is_empty(), "cgroups left behind: {leftover:?}");
+    }
+}
+
+/// Cleans up after a test that failed half-way: kills and removes its containers, removes
+/// the pod's cgroup. (A passing test has removed everything already.)
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for id in self.runtime.list().unwrap_or_default() {
+            if let Ok(ContainerState::Running { pid, .. }) = self.runtime.state(&id) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while matches!(self.runtime.state(&id), Ok(ContainerState::Running { .. }))
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let _ = self.runtime.remove(&id);
+        }
+        let _ = self.runtime.remove_pod_cgroup(&self.pod);
+        let _ = berth_runtime::PodNamespaces::remove(&self.dir.path().join("podns"));
+    }
+}
+
+/// Every `.../berth/pods/<pod>` directory in any hierarchy.
+fn pod_cgroup_dirs(pod: &str) -> Vec<PathBuf> {
+    let base = std::fs::read_to_string("/proc/self/cgroup")
+        .expect("cgroup")
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+            c.split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        })
+        .unwrap_or_else(|| "/".into());
+    let rel = format!("{}/berth/pods/{pod}", base.trim_start_matches('/'));
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroup root")
+        .flatten()
+    {
+        let dir = entry.path().join(&rel);
+        if dir.exists() {
+            found.push(dir);
+        }
+    }
+    found
+}
+
+async fn wait_exited(runtime: &Runtime, id: &str, within: Duration) -> ContainerState {
+    let deadline = Instant::now() + within;
+    loop {
+        let state = runtime.state(id).expect("state");
+        if matches!(state, ContainerState::Exited { .. }) {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "{id} did not exit: {state:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn log_lines(path: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .expect("log")
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let _ts = parts.next().expect("ts");
+            (
+                parts.next().expect("stream").to_string(),
+                parts.next().expect("tag").to_string(),
+                parts.next().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn exit_code_and_logs() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("exit");
+    let config = f.config(
+        "c",
+        &["sh", "-c", "echo hi; echo err >&2; hostname; exit 7"],
+    );
+    let started = f.runtime.start(&config).await.expect("start");
+    assert!(started.pid > 0);
+    let state = wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    let ContainerState::Exited {
+        exit_code,
+        signal,
+        reason,
+        started_at,
+        finished_at,
+        ..
+    } = state
+    else {
+        unreachable!()
+    };
+    assert_eq!((exit_code, signal, reason.as_str()), (7, None, "Error"));
+    assert!(finished_at >= started_at);
+    let mut lines = log_lines(&config.log_path);
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            ("stderr".into(), "F".into(), "err".into()),
+            ("stdout".into(), "F".into(), "hi".into()),
+            ("stdout".into(), "F".into(), "testhost".into()),
+        ]
+    );
+    f.cleanup(&config.id);
+}
+
+#[tokio::test]
+async fn signals_and_readoption() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("sig");
+    let config = f.config("c", &["sleep", "1000"]);
+    let started = f.runtime.start(&config).await.expect("start");
+    assert!(matches!(
+        f.runtime.state(&config.id).expect("state"),
+        ContainerState::Running { pid, .. } if pid == started.pid
+    ));
+    assert!(matches!(
+        f.runtime.remove(&config.id),
+        Err(berth_runtime::Error::StillRunning(_))
+    ));
+
+    // PID 1 without a handler ignores SIGTERM.
+    f.runtime
+        .signal(&config.id, SIGTERM)
+        .await
+        .expect("sigterm");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(
+        f.runtime.state(&config.id).expect("state"),
+        ContainerState::Running { .. }
+    ));
+
+    // A new Runtime on the same root (berth restarted) sees and controls the container.
+    let again = Runtime::new(
+        &f.dir.path().join("run"),
+        Path::new(env!("CARGO_BIN_EXE_berth-runtime-test-shim")),
+    )
+    .expect("runtime");
+    assert_eq!(again.list().expect("list"), vec![config.id.clone()]);
+    assert!(matches!(
+        again.state(&config.id).expect("state"),
+        ContainerState::Running { pid, .. } if pid == started.pid
+    ));
+    again.signal(&config.id, SIGKILL).await.expect("sigkill");
+    let state = wait_exited(&again, &config.id, Duration::from_secs(10)).await;
+    assert!(
+        matches!(&state, ContainerState::Exited { exit_code: 137, signal: Some(9), reason, .. } if reason == "Error"),
+        "{state:?}"
+    );
+    // Signalling an exited container is a no-op.
+    again
+        .signal(&config.id, SIGKILL)
+        .await
+        .expect("signal after exit");
+    assert!(
+        !Path::new(&format!("/proc/{}", started.pid)).exists() || {
+            // The pid may have been reused by an unrelated process; it must not be our sleep.
+            std::fs::read_to_string(format!("/proc/{}/cmdline", started.pid))
+                .map(|c| !c.starts_with("sleep"))
+                .unwrap_or(true)
+        }
+    );
+    f.cleanup(&config.id);
+    f.runtime.remove(&config.id).expect("remove is idempotent");
+}
+
+#[tokio::test]
+async fn oom_killed() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("oom");
+    let mut config = f.config("c", &["sh", "-c", "x=a; while true; do x=$x$x; done"]);
+    config.memory_limit_bytes = Some(32 << 20);
+    f.runtime.start(&config).await.expect("start");
+    let state = wait_exited(&f.runtime, &config.id, Duration::from_secs(30)).await;
+    assert!(
+        matches!(&state, ContainerState::Exited { reason, exit_code: 137, .. } if reason == "OOMKilled"),
+        "{state:?}"
+    );
+    f.cleanup(&config.id);
+}
+
+async fn read_all(mut r: impl tokio::io::AsyncRead + Unpin) -> String {
+    let mut out = String::new();
+    r.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+#[tokio::test]
+async fn exec_commands() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("exec");
+    let mut config = f.config("c", &["sleep", "1000"]);
+    config.env = vec!["GREETING=hello".into()];
+    f.runtime.start(&config).await.expect("start");
+
+    let mut p = f
+        .runtime
+        .exec(
+            &config.id,
+            ExecRequest {
+                argv: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo $GREETING; echo $EXTRA >&2; hostname".into(),
+                ],
+                env_extra: vec!["EXTRA=more".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec");
+    let (out, err) = (
+        p.stdout.take().expect("stdout"),
+        p.stderr.take().expect("stderr"),
+    );
+    let (out, err) = tokio::join!(read_all(out), read_all(err));
+    assert_eq!(p.wait().await.expect("wait"), 0);
+    assert_eq!(out, "hello\ntesthost\n");
+    assert_eq!(err, "more\n");
+
+    let mut p = f
+        .runtime
+        .exec(
+            &config.id,
+            ExecRequest {
+                argv: vec!["sh".into(), "-c".into(), "exit 3".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec");
+    assert_eq!(p.wait().await.expect("wait"), 3);
+
+    // stdin is passed through and closes.
+    let mut p = f
+        .runtime
+        .exec(
+            &config.id,
+            ExecRequest {
+                argv: vec!["cat".into()],
+                stdin: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec");
+    let mut stdin = p.stdin.take().expect("stdin");
+    stdin.write_all(b"piped input").await.expect("write");
+    stdin.close().await.expect("close");
+    let out = read_all(p.stdout.take().expect("stdout")).await;
+    assert_eq!(p.wait().await.expect("wait"), 0);
+    assert_eq!(out, "piped input");
+
+    // A command that is not there.
+    let mut p = f
+        .runtime
+        .exec(
+            &config.id,
+            ExecRequest {
+                argv: vec!["nonexistent-command".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec");
+    let err = read_all(p.stderr.take().expect("stderr")).await;
+    let code = p.wait().await.expect("wait");
+    assert!(code == 127 || code == 126, "{code}: {err}");
+    assert!(err.contains("nonexistent-command"), "{err}");
+
+    f.runtime.signal(&config.id, SIGKILL).await.expect("kill");
+    wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    f.cleanup(&config.id);
+}
+
+#[tokio::test]
+async fn exec_with_terminal() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("tty");
+    let config = f.config("c", &["sleep", "1000"]);
+    f.runtime.start(&config).await.expect("start");
+    let mut p = f
+        .runtime
+        .exec(
+            &config.id,
+            ExecRequest {
+                argv: vec!["sh".into()],
+                tty: true,
+                stdin: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec");
+    p.resize(123, 45).await.expect("resize");
+    let mut stdin = p.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"[ -t 0 ] && echo IS-A-TTY; stty size; exit 5\n")
+        .await
+        .expect("write");
+    let out = read_all(p.stdout.take().expect("stdout")).await;
+    assert_eq!(p.wait().await.expect("wait"), 5);
+    assert!(out.contains("IS-A-TTY\r\n"), "{out:?}");
+    assert!(out.contains("45 123\r\n"), "{out:?}");
+    drop(stdin);
+
+    f.runtime.signal(&config.id, SIGKILL).await.expect("kill");
+    wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    f.cleanup(&config.id);
+}
+
+#[tokio::test]
+async fn start_errors_come_back() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("err");
+    let config = f.config("c", &["no-such-command"]);
+    let t0 = Instant::now();
+    let err = f.runtime.start(&config).await.expect_err("must fail");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let text = err.to_string();
+    eprintln!("start error: {text}");
+    assert!(
+        text.contains("exec: \"no-such-command\": executable file not found in $PATH"),
+        "{text}"
+    );
+    assert_eq!(
+        f.runtime.state(&config.id).expect("state"),
+        ContainerState::Gone
+    );
+
+    // A working directory that is a file cannot be entered.
+    let mut config = f.config("d", &["true"]);
+    config.cwd = "/bin/busybox".into();
+    let err = f.runtime.start(&config).await.expect_err("must fail");
+    assert!(
+        err.to_string().contains("chdir to cwd (/bin/busybox)"),
+        "{err}"
+    );
+
+    // A missing one is created, as runc does.
+    let mut config = f.config("e", &["sh", "-c", "pwd"]);
+    config.cwd = "/work/dir".into();
+    f.runtime.start(&config).await.expect("start");
+    wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    assert_eq!(
+        log_lines(&config.log_path),
+        vec![("stdout".into(), "F".into(), "/work/dir".into())]
+    );
+    f.cleanup(&config.id);
+}
+
+#[tokio::test]
+async fn lost_shim_is_reported_and_cleaned() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("lost");
+    let config = f.config("c", &["sleep", "1000"]);
+    f.runtime.start(&config).await.expect("start");
+    let bundle = f.runtime.bundle_dir(&config.id);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("state.json")).expect("state.json"))
+            .expect("json");
+    let shim = state["shimPid"].as_i64().expect("shimPid") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL)
+        .expect("kill shim");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let state = loop {
+        let s = f.runtime.state(&config.id).expect("state");
+        if !matches!(s, ContainerState::Running { .. }) || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        matches!(&state, ContainerState::Exited { reason, exit_code: 137, .. } if reason == "Unknown"),
+        "{state:?}"
+    );
+    f.cleanup(&config.id);
+}
+
+#[tokio::test]
+async fn stdin_fifo_and_log_rotation() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("fifo");
+    let mut config = f.config("c", &["sh", "-c", "while read l; do echo got-$l; done"]);
+    config.stdin = true;
+    config.log_max_bytes = 200;
+    f.runtime.start(&config).await.expect("start");
+    {
+        use std::io::Write;
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(f.runtime.stdin_path(&config.id))
+            .expect("open stdin fifo");
+        for i in 0..10 {
+            writeln!(fifo, "line{i}").expect("write");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&config.log_path).unwrap_or_default();
+        if text.contains("got-line9") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "log: {text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let current = std::fs::metadata(&config.log_path).expect("log").len();
+    assert!(current <= 200, "{current}");
+    let mut rotated = config.log_path.clone().into_os_string();
+    rotated.push(".1");
+    assert!(Path::new(&rotated).exists());
+    f.runtime.signal(&config.id, SIGKILL).await.expect("kill");
+    wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    f.cleanup(&config.id);
+}
+
+#[tokio::test]
+async fn pod_ipc_namespace_is_shared() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("ipc");
+    let ns = berth_runtime::PodNamespaces::create(&f.dir.path().join("podns")).expect("ns");
+    let mut a = f.config("a", &["sh", "-c", "ls -l /proc/self/ns/ipc"]);
+    a.ipc_namespace = Some(ns.ipc.clone());
+    let mut b = f.config("b", &["sh", "-c", "ls -l /proc/self/ns/ipc"]);
+    b.ipc_namespace = Some(ns.ipc.clone());
+    f.runtime.start(&a).await.expect("start a");
+    f.runtime.start(&b).await.expect("start b");
+    wait_exited(&f.runtime, &a.id, Duration::from_secs(10)).await;
+    wait_exited(&f.runtime, &b.id, Duration::from_secs(10)).await;
+    let ns_of = |c: &ContainerConfig| {
+        let text = std::fs::read_to_string(&c.log_path).expect("log");
+        text.split("ipc:[")
+            .nth(1)
+            .expect("ns id")
+            .split(']')
+            .next()
+            .expect("id")
+            .to_string()
+    };
+    assert_eq!(ns_of(&a), ns_of(&b));
+    let own = std::fs::read_link("/proc/self/ns/ipc").expect("own ns");
+    assert_ne!(format!("ipc:[{}]", ns_of(&a)), own.to_string_lossy());
+    f.runtime.remove(&a.id).expect("remove a");
+    f.cleanup(&b.id);
+    berth_runtime::PodNamespaces::remove(&f.dir.path().join("podns")).expect("remove ns");
+    berth_runtime::PodNamespaces::remove(&f.dir.path().join("podns")).expect("idempotent");
+}
+
+#[tokio::test]
+async fn start_latency() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("lat");
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let config = f.config(&format!("c{i}"), &["sleep", "1000"]);
+        let t0 = Instant::now();
+        f.runtime.start(&config).await.expect("start");
+        samples.push(t0.elapsed());
+        f.runtime.signal(&config.id, SIGKILL).await.expect("kill");
+        wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+        f.runtime.remove(&config.id).expect("remove");
+    }
+    samples.sort();
+    eprintln!(
+        "start latency over {} runs: min {:?} p50 {:?} p90 {:?} max {:?}",
+        samples.len(),
+        samples[0],
+        samples[samples.len() / 2],
+        samples[samples.len() * 9 / 10],
+        samples[samples.len() - 1]
+    );
+    f.runtime.remove_pod_cgroup(&f.pod).expect("pod cgroup");
+    assert!(pod_cgroup_dirs(&f.pod).is_empty());
+}
+
+#[tokio::test]
+async fn terminal_container_and_mounts() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("mnt");
+    let host = f.dir.path().join("host-data");
+    std::fs::create_dir_all(&host).expect("host dir");
+    std::fs::write(host.join("file"), "from-host").expect("host file");
+    let mut config = f.config(
+        "c",
+        &[
+            "sh",
+            "-c",
+            "[ -t 1 ] && echo tty-yes; cat /data/file; echo; \
+             touch /data/x 2>/dev/null || echo data-ro; \
+             touch /scratch/x && echo scratch-rw; \
+             touch /x 2>/dev/null || echo root-ro",
+        ],
+    );
+    config.tty = true;
+    config.readonly_rootfs = true;
+    config.mounts = vec![
+        berth_runtime::Mount {
+            destination: "/data".into(),
+            kind: berth_runtime::MountKind::Bind {
+                source: host.clone(),
+                readonly: true,
+            },
+        },
+        berth_runtime::Mount {
+            destination: "/scratch".into(),
+            kind: berth_runtime::MountKind::Tmpfs {
+                size_bytes: Some(1 << 20),
+                mode: None,
+            },
+        },
+    ];
+    f.runtime.start(&config).await.expect("start");
+    let state = wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    assert!(
+        matches!(state, ContainerState::Exited { exit_code: 0, .. }),
+        "{state:?}"
+    );
+    let lines: Vec<String> = log_lines(&config.log_path)
+        .into_iter()
+        .map(|(stream, _, text)| format!("{stream} {text}"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "stdout tty-yes",
+            "stdout from-host",
+            "stdout data-ro",
+            "stdout scratch-rw",
+            "stdout root-ro"
+        ]
+    );
+    assert!(!host.join("x").exists());
+    f.cleanup(&config.id);
+}
