@@ -460,3 +460,336 @@ spec:
     kubectl.ok(&["delete", "pod", "steady", "--grace-period=1", "--wait=true"]);
     assert!(!marker_running(&marker));
 }
+
+fn long_runner(kubectl: &Kubectl, name: &str) {
+    kubectl.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sleep", "3600"]
+"#
+    ));
+    wait_pod(kubectl, name, T, |p| phase(p) == "Running");
+}
+
+#[test]
+fn exec_runs_in_the_container_and_reports_its_exit_code() {
+    let (_berth, kubectl) = start();
+    long_runner(&kubectl, "box");
+    let run = kubectl.run(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(run.stdout, "out\n");
+    assert!(run.stderr.contains("err"), "{}", run.stderr);
+    // Its own hostname, /etc/hosts and PID namespace.
+    assert_eq!(kubectl.ok(&["exec", "box", "--", "hostname"]), "box\n");
+    let hosts = kubectl.ok(&["exec", "box", "--", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file."),
+        "{hosts}"
+    );
+    assert!(hosts.contains("\tbox\n"), "{hosts}");
+    let pid1 = kubectl.ok(&["exec", "box", "--", "cat", "/proc/1/cmdline"]);
+    assert_eq!(pid1, "sleep\03600\0");
+    let run = kubectl.run_stdin(&["exec", "-i", "box", "--", "cat"], "piped through\n");
+    assert_eq!(run.stdout, "piped through\n", "{run:?}");
+}
+
+#[test]
+fn port_forward_reaches_a_server_in_the_pod() {
+    let (_berth, kubectl) = start();
+    let port = common::free_port();
+    kubectl.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "mkdir -p /www && echo served > /www/index.html && exec httpd -f -p {port} -h /www"]
+    readinessProbe:
+      tcpSocket: {{port: {port}}}
+      periodSeconds: 1
+"#
+    ));
+    wait_pod(&kubectl, "web", T, |p| condition(p, "Ready") == "True");
+    let mut child = kubectl
+        .command(&["port-forward", "pod/web", &format!(":{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).expect("read");
+    // kubectl prints a line per connection; a closed pipe would kill it.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let local: u16 = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {line:?}"));
+    let response = http_get(local, "/index.html");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        response.starts_with("HTTP/1.") && response.ends_with("served\n"),
+        "{response}"
+    );
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_readiness_probe_flips_ready_both_ways() {
+    let (_berth, kubectl) = start();
+    kubectl.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sleep", "3600"]
+    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+    );
+    let pod = wait_pod(&kubectl, "probed", T, |p| phase(p) == "Running");
+    assert_eq!(condition(&pod, "Ready"), "False");
+    kubectl.ok(&["exec", "probed", "--", "touch", "/tmp/ready"]);
+    wait_pod(&kubectl, "probed", T, |p| condition(p, "Ready") == "True");
+    kubectl.ok(&["exec", "probed", "--", "rm", "/tmp/ready"]);
+    let pod = wait_pod(&kubectl, "probed", T, |p| condition(p, "Ready") == "False");
+    assert_eq!(container_status(&pod, "main")["restartCount"], 0);
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Unhealthy",
+        "-o",
+        "json",
+    ]);
+    assert!(events.contains("Readiness probe failed"), "{events}");
+}
+
+#[test]
+fn a_failing_liveness_probe_restarts_the_container() {
+    let (_berth, kubectl) = start();
+    kubectl.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: lively}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "touch /tmp/alive; exec sleep 3600"]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/alive"]}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+    );
+    wait_pod(&kubectl, "lively", T, |p| phase(p) == "Running");
+    kubectl.ok(&["exec", "lively", "--", "rm", "/tmp/alive"]);
+    // The container is killed and restarted from a fresh root, where /tmp/alive exists again.
+    let pod = wait_pod(&kubectl, "lively", T, |p| {
+        container_status(p, "main")["restartCount"] == 1
+            && container_state(p, "main")["running"].is_object()
+    });
+    assert!(
+        container_status(&pod, "main")["lastState"]["terminated"].is_object(),
+        "{pod}"
+    );
+    let events = kubectl.ok(&["get", "events", "-o", "json"]);
+    assert!(
+        events.contains("failed liveness probe, will be restarted"),
+        "{events}"
+    );
+}
+
+#[test]
+fn an_empty_dir_survives_a_container_restart_but_not_the_pod() {
+    let (_berth, kubectl) = start();
+    let manifest = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: counter}
+spec:
+  restartPolicy: OnFailure
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; echo count=$n; [ $n -ge 2 ]"]
+    volumeMounts: [{name: data, mountPath: /data}]
+"#;
+    kubectl.apply(manifest);
+    wait_pod(&kubectl, "counter", T, |p| phase(p) == "Succeeded");
+    assert_eq!(kubectl.ok(&["logs", "counter"]), "count=2\n");
+    assert_eq!(kubectl.ok(&["logs", "counter", "--previous"]), "count=1\n");
+    kubectl.ok(&["delete", "pod", "counter", "--wait=true"]);
+    kubectl.apply(manifest);
+    // A new pod, a new emptyDir: it counts from 1 again.
+    wait_pod(&kubectl, "counter", T, |p| {
+        container_status(p, "main")["lastState"]["terminated"]["exitCode"] == 1
+            || phase(p) == "Succeeded"
+    });
+    let first = kubectl.run(&["logs", "counter", "--previous"]);
+    assert_eq!(first.stdout, "count=1\n", "{first:?}");
+}
+
+#[test]
+fn config_map_secret_and_host_path_volumes_show_their_contents() {
+    let (berth, kubectl) = start();
+    let host_dir = berth.dir.path().join("shared");
+    std::fs::create_dir_all(&host_dir).expect("mkdir");
+    std::fs::write(host_dir.join("greeting"), "from the host\n").expect("write");
+    kubectl.apply(&format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: conf}}
+data: {{app.conf: "level=debug\n", other: "x"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: keys}}
+stringData: {{token: s3cr3t}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: vols}}
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: conf
+    configMap: {{name: conf, items: [{{key: app.conf, path: etc/app.conf}}]}}
+  - name: keys
+    secret: {{secretName: keys, defaultMode: 0400}}
+  - name: host
+    hostPath: {{path: {host}, type: Directory}}
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "cat /conf/etc/app.conf /keys/token; echo; cat /host/greeting; echo written > /host/out; ls /conf; touch /conf/x 2>/dev/null || echo read-only"]
+    volumeMounts:
+    - {{name: conf, mountPath: /conf}}
+    - {{name: keys, mountPath: /keys}}
+    - {{name: host, mountPath: /host}}
+"#,
+        host = host_dir.display()
+    ));
+    wait_pod(&kubectl, "vols", T, |p| phase(p) == "Succeeded");
+    assert_eq!(
+        kubectl.ok(&["logs", "vols"]),
+        "level=debug\ns3cr3t\nfrom the host\netc\nread-only\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("out")).expect("written by the pod"),
+        "written\n"
+    );
+}
+
+#[test]
+fn a_sub_path_that_escapes_its_volume_through_a_symlink_is_refused() {
+    let (_berth, kubectl) = start();
+    kubectl.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: escape}
+spec:
+  restartPolicy: Never
+  volumes: [{name: vol, emptyDir: {}}]
+  initContainers:
+  - name: plant
+    image: busybox:test
+    command: ["ln", "-s", "/", "/vol/door"]
+    volumeMounts: [{name: vol, mountPath: /vol}]
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["ls", "/mnt/etc"]
+    volumeMounts: [{name: vol, mountPath: /mnt, subPath: door}]
+"#,
+    );
+    let pod = wait_pod(&kubectl, "escape", T, |p| {
+        container_state(p, "main")["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let message = container_state(&pod, "main")["waiting"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(message.contains("outside the volume"), "{message}");
+    assert_ne!(phase(&pod), "Succeeded");
+}
+
+#[test]
+fn pid_one_without_a_term_handler_is_killed_at_the_end_of_its_grace_period() {
+    let (_berth, kubectl) = start();
+    let marker = format!("sleep {}", 500_000 + std::process::id() % 1000);
+    kubectl.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: pid1}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: busybox:test
+    command: [{args}]
+"#,
+        args = marker
+            .split(' ')
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    wait_pod(&kubectl, "pid1", T, |p| phase(p) == "Running");
+    let started = Instant::now();
+    kubectl.ok(&["delete", "pod", "pid1", "--wait=true", "--timeout=30s"]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "killed before its grace period: {took:?}"
+    );
+    assert!(took < Duration::from_secs(8), "took too long: {took:?}");
+    assert!(!marker_running(&marker), "the container process survived");
+}
