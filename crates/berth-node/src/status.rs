@@ -417,11 +417,11 @@ mod tests {
         );
         // Init containers gate the pod.
         assert_eq!(
-            phase("Always", &[running("i")], &[creating.clone()]),
+            phase("Always", &[running("i")], std::slice::from_ref(&creating)),
             "Pending"
         );
         assert_eq!(
-            phase("Never", &[exited("i", 1)], &[creating.clone()]),
+            phase("Never", &[exited("i", 1)], std::slice::from_ref(&creating)),
             "Failed"
         );
         assert_eq!(
@@ -478,8 +478,10 @@ mod tests {
 
         // Later, everything ready: Ready flips and gets a new transition time; Initialized
         // keeps its old one.
-        let mut later_pod = Pod::default();
-        later_pod.status = Some(status);
+        let later_pod = Pod {
+            status: Some(status),
+            ..Default::default()
+        };
         let mut f = facts(&later_pod);
         f.now = ts(99);
         let mut b = b;

@@ -4,7 +4,6 @@
 
 mod common;
 #[path = "../../berth-image/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod fixtures;
 
 use std::time::{Duration, Instant};
@@ -151,7 +150,7 @@ spec:
             .unwrap_or("")
             .starts_with("berth://")
     );
-    assert_eq!(pod["spec"]["nodeName"].as_str().is_some(), true);
+    assert!(pod["spec"]["nodeName"].as_str().is_some());
     assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
     // stdout and stderr are separate pipes, so only each stream's own order is certain.
     let logs = kubectl.ok(&["logs", "hello"]);
@@ -502,7 +501,7 @@ fn exec_runs_in_the_container_and_reports_its_exit_code() {
     );
     assert!(hosts.contains("\tbox\n"), "{hosts}");
     let pid1 = kubectl.ok(&["exec", "box", "--", "cat", "/proc/1/cmdline"]);
-    assert_eq!(pid1, "sleep\03600\0");
+    assert_eq!(pid1, "sleep\u{0}3600\u{0}");
     let run = kubectl.run_stdin(&["exec", "-i", "box", "--", "cat"], "piped through\n");
     assert_eq!(run.stdout, "piped through\n", "{run:?}");
 }
