@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::server::{self, PodStreams};
 use crate::streams::AgentStreams;
-use crate::{Error, env, node, volumes, worker};
+use crate::{Error, env, node, sandbox, volumes, worker};
 
 /// How the agent is set up.
 #[derive(Clone, Debug)]
@@ -157,7 +157,7 @@ impl Agent {
         let pods_root = config.state_dir.join("pods");
         let run_root = config.state_dir.join("run");
         for dir in [&pods_root, &run_root] {
-            std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+            create_private_dir(dir)?;
         }
         let runtime = berth_runtime::Runtime::new(&run_root, &config.berth_exe)
             .map_err(|e| Error::Runtime(e.to_string()))?;
@@ -220,13 +220,7 @@ impl Agent {
                 config_maps: config_maps.clone(),
                 secrets: secrets.clone(),
             }),
-            volumes: volumes::VolumeManager::new(
-                volumes::VolumeConfig {
-                    host_path_policy: volumes::HostPathPolicy::with_data_dir(&config.state_dir),
-                    secrets_in_tmpfs: true,
-                },
-                Arc::new(volumes::HostMounter),
-            ),
+            volumes: volume_manager(&config.state_dir),
             events: events_tx,
         });
 
@@ -392,4 +386,72 @@ pub fn logs_tail(path: &Path, lines: usize, bytes: usize) -> Option<String> {
         out = out[cut..].to_string();
     }
     (!out.is_empty()).then_some(out)
+}
+
+fn volume_manager(state_dir: &Path) -> volumes::VolumeManager {
+    volumes::VolumeManager::new(
+        volumes::VolumeConfig {
+            host_path_policy: volumes::HostPathPolicy::with_data_dir(state_dir),
+            secrets_in_tmpfs: true,
+        },
+        Arc::new(volumes::HostMounter),
+    )
+}
+
+/// `berth down`: stops every container the agent of `state_dir` started (SIGKILL; the agent
+/// is not running, so there is no grace to honour) and removes what the pods left on this
+/// machine. The API objects are untouched: a later `berth up` starts the pods again.
+/// Returns how many pods were cleaned up.
+pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
+    let run_root = state_dir.join("run");
+    let pods_root = state_dir.join("pods");
+    if !run_root.exists() && !pods_root.exists() {
+        return Ok(0);
+    }
+    let runtime = berth_runtime::Runtime::new(&run_root, berth_exe)
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let ids = runtime.list().map_err(|e| Error::Runtime(e.to_string()))?;
+    for id in &ids {
+        let _ = runtime.signal(id, 9).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for id in &ids {
+        while std::time::Instant::now() < deadline
+            && matches!(
+                runtime.state(id),
+                Ok(berth_runtime::ContainerState::Running { .. })
+            )
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let volumes = volume_manager(state_dir);
+    let mut cleaned = 0;
+    let mut uids: HashSet<String> = std::fs::read_dir(&pods_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    uids.extend(ids.iter().filter_map(|id| id.get(..36).map(str::to_string)));
+    for uid in uids {
+        let dir = sandbox::PodDir::new(&pods_root, &uid);
+        match worker::remove_pod(&runtime, &volumes, &dir, &uid) {
+            Ok(()) => cleaned += 1,
+            Err(e) => tracing::warn!(pod = %uid, error = %e, "cannot clean up the pod"),
+        }
+    }
+    Ok(cleaned)
+}
+
+/// Creates `dir` owner-only (0700): pods' files include their secrets.
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io("creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(Error::io("restricting", dir))
 }

@@ -893,34 +893,9 @@ impl PodWorker {
 
     /// Removes the pod's containers, roots, volumes, namespaces, cgroup and directory.
     fn clean_up(&mut self) {
-        let prefix = format!("{}-", self.uid);
-        for id in self.ctx.runtime.list().unwrap_or_default() {
-            if id.starts_with(&prefix)
-                && let Err(e) = self.ctx.runtime.remove(&id)
-            {
-                tracing::warn!(container = %id, error = %e, "cannot remove container");
-            }
-        }
-        let containers = self.dir.root().join("containers");
-        if let Ok(names) = std::fs::read_dir(&containers) {
-            for name in names.flatten() {
-                if let Ok(attempts) = std::fs::read_dir(name.path()) {
-                    for attempt in attempts.flatten() {
-                        let _ = rootfs::release(&attempt.path());
-                    }
-                }
-            }
-        }
-        if let Err(e) = self.teardown_volumes() {
-            tracing::warn!(pod = %self.uid, error = %e, "cannot tear down volumes; keeping the pod directory");
-            return;
-        }
-        let _ = berth_runtime::PodNamespaces::remove(&self.dir.namespaces());
-        let _ = self.ctx.runtime.remove_pod_cgroup(&self.uid);
-        if let Err(e) = std::fs::remove_dir_all(self.dir.root())
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(pod = %self.uid, error = %e, "cannot remove the pod directory");
+        self.volumes = None;
+        if let Err(e) = remove_pod(&self.ctx.runtime, &self.ctx.volumes, &self.dir, &self.uid) {
+            tracing::warn!(pod = %self.uid, error = %e, "cannot clean up the pod");
         }
     }
 
@@ -959,15 +934,6 @@ impl PodWorker {
             .map_err(|e| e.to_string())?;
         self.volumes = Some(prepared);
         Ok(())
-    }
-
-    /// Removes the pod's volumes from this machine.
-    fn teardown_volumes(&mut self) -> Result<(), String> {
-        self.volumes = None;
-        self.ctx
-            .volumes
-            .teardown(self.dir.root())
-            .map_err(|e| e.to_string())
     }
 
     fn event(
@@ -1231,5 +1197,50 @@ impl PodWorker {
                 }
             }
         }
+    }
+}
+
+/// Removes everything pod `uid` has on this machine once its containers have stopped: the
+/// runtime's containers, container roots, volumes, pinned namespaces, cgroup and directory.
+/// The directory stays (and the error says why) if a volume cannot be torn down, so nothing
+/// is ever deleted through a mount.
+pub fn remove_pod(
+    runtime: &berth_runtime::Runtime,
+    volumes: &crate::volumes::VolumeManager,
+    dir: &PodDir,
+    uid: &str,
+) -> Result<(), String> {
+    let prefix = format!("{uid}-");
+    for id in runtime.list().unwrap_or_default() {
+        if id.starts_with(&prefix)
+            && let Err(e) = runtime.remove(&id)
+        {
+            tracing::warn!(container = %id, error = %e, "cannot remove container");
+        }
+    }
+    let containers = dir.root().join("containers");
+    for name in std::fs::read_dir(&containers)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for attempt in std::fs::read_dir(name.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = rootfs::release(&attempt.path());
+        }
+    }
+    volumes
+        .teardown(dir.root())
+        .map_err(|e| format!("cannot tear down volumes; keeping the pod directory: {e}"))?;
+    let _ = berth_runtime::PodNamespaces::remove(&dir.namespaces());
+    let _ = runtime.remove_pod_cgroup(uid);
+    match std::fs::remove_dir_all(dir.root()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot remove the pod directory: {e}"))
+        }
+        _ => Ok(()),
     }
 }

@@ -80,8 +80,17 @@ impl Runtime {
     /// A runtime keeping its state under `root` (for example `<data>/run`) and re-executing
     /// `berth_exe` (which must dispatch [`crate::dispatch_hidden_subcommand`] first thing).
     pub fn new(root: &Path, berth_exe: &Path) -> Result<Runtime, Error> {
-        for dir in [root.join("containers"), root.join("pods")] {
-            std::fs::create_dir_all(&dir)
+        // Owner-only: bundles hold the containers' configuration, environment included.
+        for dir in [
+            root.to_path_buf(),
+            root.join("containers"),
+            root.join("pods"),
+        ] {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
         let root = std::fs::canonicalize(root)

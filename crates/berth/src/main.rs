@@ -55,6 +55,17 @@ enum Command {
         /// The name this machine registers as a Node (default: its hostname).
         #[arg(long)]
         node_name: Option<String>,
+        /// Run only the control plane (API server and scheduler), no node agent: this machine
+        /// runs no pods (as k3s's `--disable-agent`).
+        #[arg(long)]
+        disable_agent: bool,
+    },
+    /// Stop every container a previous `berth up` left running on this data dir and remove
+    /// the pods' files from this machine (the API objects are kept; `berth up` starts the pods
+    /// again). `berth up` itself leaves containers running when it stops, on purpose.
+    Down {
+        #[command(flatten)]
+        data_dir: DataDir,
     },
     /// Print the admin kubeconfig.
     Kubeconfig {
@@ -106,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             compaction_interval_seconds,
             node_name,
+            disable_agent,
         } => {
             init_tracing();
             let data_dir = data_dir.resolve()?;
@@ -116,7 +128,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 listen,
                 Duration::from_secs(compaction_interval_seconds.max(1)),
-                node_name.unwrap_or_else(default_node_name),
+                (!disable_agent).then(|| node_name.unwrap_or_else(default_node_name)),
             ))
         }
         Command::Kubeconfig { data_dir } => {
@@ -131,6 +143,20 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Image { command } => image(command),
+        Command::Down { data_dir } => {
+            init_tracing();
+            let data_dir = data_dir.resolve()?;
+            let exe = std::env::current_exe().context("cannot find the berth binary")?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let cleaned = runtime.block_on(berth_node::down(&data_dir, &exe))?;
+            println!(
+                "stopped and removed {cleaned} pod(s) from {}",
+                data_dir.display()
+            );
+            Ok(())
+        }
         Command::Version => {
             println!(
                 "berth {} (Kubernetes API {})",
@@ -238,7 +264,7 @@ async fn up(
     data_dir: PathBuf,
     listen: SocketAddr,
     compaction_interval: Duration,
-    node_name: String,
+    node_name: Option<String>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     berth_apiserver::files::ensure_private_dir(&data_dir)
@@ -256,7 +282,10 @@ async fn up(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = admin_client(server.kubeconfig_path()).await?;
     let scheduler = spawn_scheduler(client.clone(), stop_rx.clone());
-    let agent = spawn_agent(client, &data_dir, node_name, stop_rx)?;
+    let agent = match node_name {
+        Some(node_name) => spawn_agent(client, &data_dir, node_name, stop_rx)?,
+        None => tokio::spawn(async {}),
+    };
     let kubeconfig = server.kubeconfig_path().display().to_string();
     println!(
         "berth is up: the Kubernetes API is at https://{} (ready in {} ms)",

@@ -90,7 +90,8 @@ fn two_nodes(kubectl: &Kubectl) {
 
 #[test]
 fn node_selector_and_required_affinity_choose_the_node() {
-    let berth = Berth::start();
+    // Only the test's own nodes: no node agent registering this machine.
+    let berth = Berth::start_with(&["--disable-agent"]);
     let kubectl = berth.kubectl();
     two_nodes(&kubectl);
 
@@ -119,7 +120,8 @@ fn node_selector_and_required_affinity_choose_the_node() {
 
 #[test]
 fn a_pod_that_fits_nowhere_waits_and_is_scheduled_when_a_node_fits() {
-    let berth = Berth::start();
+    // Only the test's own nodes: no node agent registering this machine.
+    let berth = Berth::start_with(&["--disable-agent"]);
     let kubectl = berth.kubectl();
     two_nodes(&kubectl);
 
@@ -151,7 +153,8 @@ fn a_pod_that_fits_nowhere_waits_and_is_scheduled_when_a_node_fits() {
 
 #[test]
 fn taints_keep_untolerating_pods_off_and_cordoned_nodes_get_no_new_pods() {
-    let berth = Berth::start();
+    // Only the test's own nodes: no node agent registering this machine.
+    let berth = Berth::start_with(&["--disable-agent"]);
     let kubectl = berth.kubectl();
     two_nodes(&kubectl);
     kubectl.ok(&["taint", "nodes", "node-a", "dedicated=db:NoSchedule"]);

@@ -208,6 +208,17 @@ impl Berth {
 impl Drop for Berth {
     fn drop(&mut self) {
         self.kill();
+        // Containers outlive `berth up` on purpose; a test must not leave them behind.
+        let data = self.data_dir();
+        if data.join("run").exists() || data.join("pods").exists() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_berth"))
+                .arg("down")
+                .arg("--data-dir")
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
