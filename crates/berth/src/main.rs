@@ -29,7 +29,9 @@ struct DataDir {
 impl DataDir {
     fn resolve(&self) -> anyhow::Result<PathBuf> {
         if let Some(dir) = &self.data_dir {
-            return Ok(dir.clone());
+            // Absolute: container roots and mounts are built from it, and shims run elsewhere.
+            return std::path::absolute(dir)
+                .with_context(|| format!("cannot resolve the data dir {}", dir.display()));
         }
         if rustix::process::geteuid().is_root() {
             return Ok(PathBuf::from("/var/lib/berth"));
