@@ -23,7 +23,7 @@ mod archive;
 
 pub use error::{Error, Result};
 pub use reference::{Reference, normalize};
-pub use store::{ImageRecord, ImageStore, ImageSummary, ImportedImage};
+pub use store::{ImageRecord, ImageStore, ImageSummary, ImportedImage, ResolvedImage};
 pub use unpack::Limits;
 
 /// The OCI image types the API returns (`ImageConfiguration` and friends).

@@ -67,6 +67,15 @@ pub struct ImageSummary {
     pub created: Option<String>,
 }
 
+/// An image ready to run: see [`ImageStore::resolve`].
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub record: ImageRecord,
+    pub config: ImageConfiguration,
+    /// The unpacked layers, top first (overlayfs's `lowerdir=` order).
+    pub layer_dirs: Vec<PathBuf>,
+}
+
 /// One image an import stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportedImage {
@@ -468,27 +477,38 @@ impl ImageStore {
         sweep(self.root.join("tmp"), &BTreeSet::new())
     }
 
-    /// The image config (Entrypoint, Cmd, Env, WorkingDir, User under `config()`), from
-    /// which the node agent builds a container's command by Kubernetes' rules.
-    pub fn image_config(&self, reference: &str) -> Result<ImageConfiguration> {
+    /// Everything a container needs from the image `reference` names, from one read of the
+    /// index: its record, its config, and its unpacked layer directories top first.
+    pub fn resolve(&self, reference: &str) -> Result<ResolvedImage> {
         let record = self.inspect(reference)?;
         let path = self.blob_path(&record.id)?;
         let bytes = fs::read(&path).map_err(io_at("reading", &path))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+        let config = serde_json::from_slice(&bytes).map_err(|e| Error::Json {
             context: format!("parsing image config {}", record.id),
             source: e,
+        })?;
+        let layer_dirs = record
+            .diff_ids
+            .iter()
+            .rev()
+            .map(|d| self.layer_path(d))
+            .collect::<Result<_>>()?;
+        Ok(ResolvedImage {
+            record,
+            config,
+            layer_dirs,
         })
+    }
+
+    /// The image config (Entrypoint, Cmd, Env, WorkingDir, User under `config()`), from
+    /// which the node agent builds a container's command by Kubernetes' rules.
+    pub fn image_config(&self, reference: &str) -> Result<ImageConfiguration> {
+        Ok(self.resolve(reference)?.config)
     }
 
     /// The unpacked layer directories of the image, **top layer first** — the order of
     /// overlayfs's `lowerdir=` option, so the result can be joined with `:` as is.
     pub fn layer_dirs(&self, reference: &str) -> Result<Vec<PathBuf>> {
-        let record = self.inspect(reference)?;
-        record
-            .diff_ids
-            .iter()
-            .rev()
-            .map(|d| self.layer_path(d))
-            .collect()
+        Ok(self.resolve(reference)?.layer_dirs)
     }
 }

@@ -360,32 +360,11 @@ fn local_pod_uids(ctx: &Context) -> HashSet<String> {
         }
     }
     for id in ctx.runtime.list().unwrap_or_default() {
-        // Container ids start with the pod's uid, which is 36 characters.
-        if let Some(uid) = id.get(..36) {
+        if let Some((uid, ..)) = sandbox::parse_container_id(&id) {
             uids.insert(uid.to_string());
         }
     }
     uids
-}
-
-/// The last `lines` lines (at most `bytes` bytes) of a container's CRI log, as plain text;
-/// the termination message of `FallbackToLogsOnError`.
-pub fn logs_tail(path: &Path, lines: usize, bytes: usize) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let content: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3))
-        .collect();
-    let start = content.len().saturating_sub(lines);
-    let mut out = content[start..].join("\n");
-    if out.len() > bytes {
-        let mut cut = out.len() - bytes;
-        while !out.is_char_boundary(cut) {
-            cut += 1;
-        }
-        out = out[cut..].to_string();
-    }
-    (!out.is_empty()).then_some(out)
 }
 
 fn volume_manager(state_dir: &Path) -> volumes::VolumeManager {
@@ -411,20 +390,10 @@ pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
     let runtime = berth_runtime::Runtime::new(&run_root, berth_exe)
         .map_err(|e| Error::Runtime(e.to_string()))?;
     let ids = runtime.list().map_err(|e| Error::Runtime(e.to_string()))?;
-    for id in &ids {
-        let _ = runtime.signal(id, 9).await;
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    for id in &ids {
-        while std::time::Instant::now() < deadline
-            && matches!(
-                runtime.state(id),
-                Ok(berth_runtime::ContainerState::Running { .. })
-            )
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
+    let stops = ids
+        .iter()
+        .map(|id| worker::stop_container(&runtime, id, std::time::Duration::ZERO));
+    futures::future::join_all(stops).await;
     let volumes = volume_manager(state_dir);
     let mut cleaned = 0;
     let mut uids: HashSet<String> = std::fs::read_dir(&pods_root)
@@ -433,7 +402,10 @@ pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    uids.extend(ids.iter().filter_map(|id| id.get(..36).map(str::to_string)));
+    uids.extend(
+        ids.iter()
+            .filter_map(|id| sandbox::parse_container_id(id).map(|(uid, ..)| uid.to_string())),
+    );
     for uid in uids {
         let dir = sandbox::PodDir::new(&pods_root, &uid);
         match worker::remove_pod(&runtime, &volumes, &dir, &uid) {

@@ -27,5 +27,5 @@ pub mod volumes;
 pub mod worker;
 
 mod agent;
-pub use agent::{Agent, AgentConfig, Context, down, logs_tail};
+pub use agent::{Agent, AgentConfig, Context, down};
 pub use error::Error;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::Context;
 use crate::command::{self, ImageConfig};
-use crate::env::{self, PodContext};
+use crate::env;
 use crate::subpath;
 use crate::volumes::PreparedVolume;
 
@@ -40,14 +40,7 @@ pub fn resolve(
     pod_dir: &Path,
 ) -> Result<Resolved, String> {
     let ips = [ctx.node_ip.clone()];
-    let pod_ctx = PodContext {
-        pod,
-        pod_ips: &ips,
-        host_ips: &ips,
-        node_allocatable: &ctx.allocatable,
-        objects: &*ctx.objects,
-        service_env: &[],
-    };
+    let pod_ctx = ctx.pod_context(pod, &ips);
     let env = env::resolve_env(&pod_ctx, container).map_err(|e| e.to_string())?;
     let process = command::build_process(container, image, &env).map_err(|e| e.to_string())?;
     let (uid, gid, additional_gids) = user(pod, container, process.image_user.as_deref());

@@ -16,6 +16,7 @@ use berth_runtime::{Mount, MountKind};
 
 use crate::Error;
 use crate::command::ImageConfig;
+use crate::volumes::Mounter;
 
 /// The built-in image that runs host programs (see the module docs).
 pub const HOST_IMAGE: &str = "berth.dev/host";
@@ -43,11 +44,25 @@ pub struct PreparedRoot {
     pub image_id: String,
 }
 
+/// Why a root could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// The image is not in the store (kubelet's ErrImagePull).
+    #[error("image {0} is not in the image store")]
+    NotFound(String),
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
 /// Prepares the root of one container attempt in `dir` (`containers/<name>/<attempt>`).
-pub fn prepare(images: &ImageStore, image: &str, dir: &Path) -> Result<PreparedRoot, Error> {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).map_err(Error::io("creating", &rootfs))?;
+pub fn prepare(
+    images: &ImageStore,
+    mounter: &dyn Mounter,
+    image: &str,
+    dir: &Path,
+) -> Result<PreparedRoot, RootError> {
     if is_host_image(image) {
+        let rootfs = create(dir, "rootfs")?;
         return Ok(PreparedRoot {
             rootfs,
             readonly: true,
@@ -61,18 +76,24 @@ pub fn prepare(images: &ImageStore, image: &str, dir: &Path) -> Result<PreparedR
             image_id: format!("{HOST_IMAGE}@host"),
         });
     }
-    let record = images.inspect(image)?;
-    let config = images.image_config(image)?;
-    let lower = images.layer_dirs(image)?;
-    let upper = dir.join("upper");
-    let work = dir.join("work");
-    for d in [&upper, &work] {
-        std::fs::create_dir_all(d).map_err(Error::io("creating", d))?;
+    let resolved = match images.resolve(image) {
+        Ok(resolved) => resolved,
+        Err(berth_image::Error::NotFound(name)) => return Err(RootError::NotFound(name)),
+        Err(e) => return Err(Error::from(e).into()),
+    };
+    let rootfs = create(dir, "rootfs")?;
+    let upper = create(dir, "upper")?;
+    let work = create(dir, "work")?;
+    let mounted = mounter
+        .is_mount_point(&rootfs)
+        .map_err(Error::io("inspecting", &rootfs))?;
+    if !mounted {
+        mounter
+            .mount_overlay(&resolved.layer_dirs, &upper, &work, &rootfs)
+            .map_err(Error::io("mounting the overlay root on", &rootfs))?;
     }
-    if !is_mounted(&rootfs) {
-        mount_overlay(&lower, &upper, &work, &rootfs)?;
-    }
-    let defaults = config
+    let defaults = resolved
+        .config
         .config()
         .as_ref()
         .map(|c| ImageConfig {
@@ -88,58 +109,28 @@ pub fn prepare(images: &ImageStore, image: &str, dir: &Path) -> Result<PreparedR
         readonly: false,
         mounts: Vec::new(),
         defaults,
-        image_id: record.id,
+        image_id: resolved.record.id,
     })
 }
 
-/// Unmounts and deletes a container attempt's root (idempotent).
-pub fn release(dir: &Path) -> Result<(), Error> {
+fn create(dir: &Path, name: &str) -> Result<PathBuf, Error> {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).map_err(Error::io("creating", &path))?;
+    Ok(path)
+}
+
+/// Unmounts and deletes a container attempt's root (idempotent). The unmount is lazy: a
+/// process that still holds a file there (it is being killed) must not make the clean-up
+/// fail; the kernel lets go when it exits.
+pub fn release(mounter: &dyn Mounter, dir: &Path) -> Result<(), Error> {
     let rootfs = dir.join("rootfs");
-    if is_mounted(&rootfs) {
-        // Lazy: a process that still holds a file there (it is being killed) must not make
-        // the clean-up fail; the kernel lets go when it exits.
-        rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH)
-            .map_err(|e| Error::io("unmounting", &rootfs)(e.into()))?;
+    mounter
+        .unmount(&rootfs)
+        .map_err(Error::io("unmounting", &rootfs))?;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", dir)(e)),
+        _ => Ok(()),
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(Error::io("removing", dir))?;
-    }
-    Ok(())
-}
-
-fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), Error> {
-    // An image with one layer still needs two lowerdirs or an upper; it has an upper.
-    let lowerdir = lower
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    let data = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={}",
-        upper.display(),
-        work.display()
-    );
-    let data = std::ffi::CString::new(data)
-        .map_err(|e| Error::io("mounting the overlay root on", target)(std::io::Error::other(e)))?;
-    rustix::mount::mount(
-        "overlay",
-        target,
-        "overlay",
-        rustix::mount::MountFlags::empty(),
-        Some(data.as_c_str()),
-    )
-    .map_err(|e| Error::io("mounting the overlay root on", target)(e.into()))
-}
-
-/// Whether something is mounted at `path` (its device differs from its parent's).
-pub fn is_mounted(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(meta), Some(parent)) = (std::fs::symlink_metadata(path), path.parent()) else {
-        return false;
-    };
-    std::fs::metadata(parent)
-        .map(|p| p.dev() != meta.dev())
-        .unwrap_or(false)
 }
 
 /// The host directories the host-program image shows, read-only, and its private scratch.
@@ -172,6 +163,32 @@ fn host_mounts() -> Vec<Mount> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roots_come_from_the_store_or_the_host_and_are_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let images = ImageStore::open(&tmp.path().join("images")).unwrap();
+        let mounter = crate::volumes::RecordingMounter::default();
+        let dir = tmp.path().join("c/0");
+        let missing = prepare(&images, &mounter, "busybox:nope", &dir);
+        assert!(
+            matches!(missing, Err(RootError::NotFound(_))),
+            "{missing:?}"
+        );
+        let host = prepare(&images, &mounter, "berth.dev/host", &dir).unwrap();
+        assert!(host.readonly && host.rootfs.ends_with("rootfs"));
+        assert!(
+            host.mounts
+                .iter()
+                .any(|m| m.destination == Path::new("/usr"))
+        );
+        assert!(
+            mounter.ops().is_empty(),
+            "the host image mounts nothing itself"
+        );
+        release(&mounter, &dir).unwrap();
+        assert!(!dir.exists());
+    }
 
     #[test]
     fn host_image_is_recognised_with_any_tag() {

@@ -63,6 +63,22 @@ impl PodDir {
     }
 }
 
+/// The runtime id of attempt `attempt` of container `name` of pod `uid`: the one name that
+/// ties a running container back to its pod after the agent restarts.
+pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
+    format!("{uid}-{name}-{attempt}")
+}
+
+/// The parts of a [`container_id`]: pod uid, container name, attempt. Pod uids are UUIDs
+/// (36 characters) and the attempt is the last dash-separated field, so names with dashes
+/// parse.
+pub fn parse_container_id(id: &str) -> Option<(&str, &str, u32)> {
+    let uid = id.get(..36)?;
+    let rest = id.get(36..)?.strip_prefix('-')?;
+    let (name, attempt) = rest.rsplit_once('-')?;
+    Some((uid, name, attempt.parse().ok()?))
+}
+
 /// The pod's hostname and, with a subdomain, its fully qualified name — what kubelet puts in
 /// `/etc/hostname` and `/etc/hosts`.
 pub fn hostname(pod: &Pod, cluster_domain: &str) -> (String, Option<String>) {
@@ -170,6 +186,15 @@ mod tests {
             }),
             status: None,
         }
+    }
+
+    #[test]
+    fn container_ids_round_trip() {
+        let uid = "0da70f19-5547-4b2e-9a61-574552ae1a7f";
+        let id = container_id(uid, "side-car-2", 7);
+        assert_eq!(parse_container_id(&id), Some((uid, "side-car-2", 7)));
+        assert_eq!(parse_container_id("short-main-0"), None);
+        assert_eq!(parse_container_id(&format!("{uid}-main-x")), None);
     }
 
     #[test]

@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 use crate::Context;
-use crate::logs::LogSource;
-use crate::sandbox::PodDir;
+use crate::logs::{LogSource, LogStream, parse_record};
+use crate::sandbox::{PodDir, container_id};
 use crate::server::{
     AttachRequest, ExecRequest, ExecSession, PodStreams, StreamError, TerminalSize,
 };
@@ -59,7 +59,7 @@ impl AgentStreams {
         attempts
             .into_iter()
             .map(|a| Instance {
-                id: format!("{uid}-{container}-{a}"),
+                id: container_id(&uid, container, a),
                 log: dir.log(container, a),
             })
             .collect()
@@ -318,18 +318,16 @@ async fn follow_log(
         pending.extend_from_slice(&buf[..n]);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            let mut parts = text.splitn(4, ' ');
-            let (_, stream, tag, content) =
-                (parts.next(), parts.next(), parts.next(), parts.next());
-            let mut bytes = content.unwrap_or("").as_bytes().to_vec();
-            if tag != Some("P") {
+            let Some(record) = parse_record(&line) else {
+                continue;
+            };
+            let mut bytes = record.content.to_vec();
+            if !record.partial {
                 bytes.push(b'\n');
             }
-            let target = if stream == Some("stderr") {
-                &mut err
-            } else {
-                &mut out
+            let target = match record.stream {
+                LogStream::Stderr => &mut err,
+                LogStream::Stdout => &mut out,
             };
             if target.write_all(&bytes).await.is_err() {
                 return;

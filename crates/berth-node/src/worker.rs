@@ -23,7 +23,7 @@ use crate::Context;
 use crate::backoff::{self, Backoff, Decision};
 use crate::probe::{self, ContainerProbes, ProbeEvent, ProbeKind};
 use crate::rootfs;
-use crate::sandbox::{self, PodDir};
+use crate::sandbox::{self, PodDir, container_id, parse_container_id};
 use crate::status::{self, ContainerView, PodFacts, State, Termination};
 use crate::volumes::PreparedVolume;
 
@@ -114,7 +114,7 @@ pub struct PodWorker {
     volumes: Option<BTreeMap<String, PreparedVolume>>,
     probe_tx: mpsc::UnboundedSender<(String, u32, ProbeEvent)>,
     probe_rx: mpsc::UnboundedReceiver<(String, u32, ProbeEvent)>,
-    done: Option<mpsc::UnboundedSender<String>>,
+    done: mpsc::UnboundedSender<String>,
 }
 
 impl PodWorker {
@@ -142,13 +142,15 @@ impl PodWorker {
             volumes: None,
             probe_tx,
             probe_rx,
-            done: Some(done),
+            done,
         }
     }
 
     /// Runs until the pod is gone and everything it had on this machine is cleaned up.
     pub async fn run(mut self) {
         let mut first = true;
+        let mut wake = None;
+        let mut changed = true;
         loop {
             let update = self.pod_rx.borrow_and_update().clone();
             if let Some(pod) = &update {
@@ -172,29 +174,28 @@ impl PodWorker {
                 self.terminate(gone).await;
                 break;
             }
-            let wake = self.sync().await;
+            if changed {
+                wake = self.sync().await;
+            }
             let running = self.init.iter().chain(&self.app).any(|s| s.running);
             let poll = running.then(|| Instant::now() + EXIT_POLL);
-            let deadline = match (wake, poll) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            changed = true;
             tokio::select! {
-                changed = self.pod_rx.changed() => {
-                    if changed.is_err() {
+                update = self.pod_rx.changed() => {
+                    if update.is_err() {
                         // The agent is stopping: leave the containers running for the next one.
                         return;
                     }
                 }
-                _ = sleep_until(deadline) => {}
+                _ = sleep_until(wake) => wake = None,
+                // Checking for exits is cheap; a whole pass is only worth it when one happened.
+                _ = sleep_until(poll) => changed = self.observe_exits(),
                 Some((name, attempt, event)) = self.probe_rx.recv() => {
                     self.on_probe(&name, attempt, event).await;
                 }
             }
         }
-        if let Some(done) = self.done.take() {
-            let _ = done.send(self.uid.clone());
-        }
+        let _ = self.done.send(self.uid.clone());
     }
 
     fn init_slots(&mut self, pod: &Pod) {
@@ -219,20 +220,45 @@ impl PodWorker {
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
             .map(|t| t.0);
+        // kubelet never runs a pod that has finished again, even when nothing of it is left
+        // on the machine (after `berth down`, say): its containers stay as they ended.
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if let Some(terminal @ ("Succeeded" | "Failed")) = phase {
+            self.phase_override = Some(if terminal == "Succeeded" {
+                "Succeeded"
+            } else {
+                "Failed"
+            });
+            for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
+                let ended = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| {
+                        s.container_statuses
+                            .iter()
+                            .flatten()
+                            .chain(s.init_container_statuses.iter().flatten())
+                            .find(|c| c.name == slot.spec.name)
+                    })
+                    .and_then(|c| c.state.as_ref()?.terminated.as_ref())
+                    .map(termination_from_api);
+                if let Some(t) = ended {
+                    slot.exit = Some(t.clone());
+                    slot.view.state = State::Terminated(t);
+                }
+            }
+        }
     }
 
     /// Picks up containers a previous agent started for this pod: the highest attempt of each
     /// name is its current container; older attempts are removed.
     fn adopt(&mut self) {
-        let prefix = format!("{}-", self.uid);
         let mut found: HashMap<String, Vec<u32>> = HashMap::new();
         for id in self.ctx.runtime.list().unwrap_or_default() {
-            if let Some((name, attempt)) = id
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.rsplit_once('-'))
-                .and_then(|(name, n)| Some((name.to_string(), n.parse::<u32>().ok()?)))
+            if let Some((uid, name, attempt)) = parse_container_id(&id)
+                && uid == self.uid
             {
-                found.entry(name).or_default().push(attempt);
+                found.entry(name.to_string()).or_default().push(attempt);
             }
         }
         for (name, mut attempts) in found {
@@ -288,10 +314,6 @@ impl PodWorker {
     }
 }
 
-fn container_id(uid: &str, name: &str, attempt: u32) -> String {
-    format!("{uid}-{name}-{attempt}")
-}
-
 fn to_timestamp(t: std::time::SystemTime) -> Timestamp {
     Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
 }
@@ -345,9 +367,14 @@ impl PodWorker {
     }
 
     fn current_phase(&self, pod: &Pod) -> &'static str {
-        let init: Vec<ContainerView> = self.init.iter().map(|s| s.view.clone()).collect();
-        let app: Vec<ContainerView> = self.app.iter().map(|s| s.view.clone()).collect();
+        let (init, app) = self.views();
         status::phase(&Self::restart_policy(pod), &init, &app)
+    }
+
+    /// What the status says about the init and app containers.
+    fn views(&self) -> (Vec<ContainerView>, Vec<ContainerView>) {
+        let views = |slots: &[Slot]| slots.iter().map(|s| s.view.clone()).collect();
+        (views(&self.init), views(&self.app))
     }
 
     /// Sandbox, then init containers in order, then the app containers.
@@ -582,7 +609,17 @@ impl PodWorker {
         let field = slot.field_path(init);
         let image = spec.image.clone().unwrap_or_default();
         let id = container_id(&self.uid, &spec.name, attempt);
-        self.check_image(&spec)?;
+        let dir = self.dir.container(&spec.name, attempt);
+        let mounter = self.ctx.volumes.mounter().clone();
+        // A leftover from an attempt that never started (the agent died half-way).
+        let _ = self.ctx.runtime.remove(&id);
+        rootfs::release(mounter.as_ref(), &dir)
+            .map_err(|e| StartFailure::Runtime(e.to_string()))?;
+        let root = match rootfs::prepare(&self.ctx.images, mounter.as_ref(), &image, &dir) {
+            Ok(root) => root,
+            Err(rootfs::RootError::NotFound(_)) => return Err(image_missing(&spec)),
+            Err(rootfs::RootError::Other(e)) => return Err(StartFailure::Runtime(e.to_string())),
+        };
         self.event(
             pod,
             Some(field.clone()),
@@ -590,12 +627,6 @@ impl PodWorker {
             "Pulled",
             &format!("Container image \"{image}\" already present on machine"),
         );
-        let dir = self.dir.container(&spec.name, attempt);
-        // A leftover from an attempt that never started (the agent died half-way).
-        let _ = self.ctx.runtime.remove(&id);
-        rootfs::release(&dir).map_err(|e| StartFailure::Runtime(e.to_string()))?;
-        let root = rootfs::prepare(&self.ctx.images, &image, &dir)
-            .map_err(|e| StartFailure::Runtime(e.to_string()))?;
         let image_id = root.image_id.clone();
         let config = self
             .container_config(pod, &spec, &id, attempt, &dir, root)
@@ -657,44 +688,18 @@ impl PodWorker {
                 Ok(())
             }
             Err(e) => {
-                let _ = rootfs::release(&dir);
+                let _ = rootfs::release(mounter.as_ref(), &dir);
                 Err(StartFailure::Runtime(e.to_string()))
             }
         }
     }
 
-    fn check_image(&self, spec: &Container) -> Result<(), StartFailure> {
-        let image = spec.image.clone().unwrap_or_default();
-        if rootfs::is_host_image(&image) || self.ctx.images.inspect(&image).is_ok() {
-            return Ok(());
-        }
-        let policy = spec.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-        if policy == "Never" {
-            return Err(StartFailure::Image {
-                reason: "ErrImageNeverPull",
-                message: format!(
-                    "Container image \"{image}\" is not present with pull policy of Never"
-                ),
-            });
-        }
-        Err(StartFailure::Image {
-            reason: "ErrImagePull",
-            message: format!(
-                "Failed to pull image \"{image}\": berth pulls from no registry and the image is \
-                 not in its store; load it with `berth image import`"
-            ),
-        })
-    }
-
-    /// Notices containers that exited since the last pass.
-    fn observe_exits(&mut self) {
+    /// Notices containers that exited since the last pass; true if any did.
+    fn observe_exits(&mut self) -> bool {
         let runtime = self.ctx.runtime.clone();
-        for (slot, init) in self
-            .init
-            .iter_mut()
-            .map(|s| (s, true))
-            .chain(self.app.iter_mut().map(|s| (s, false)))
-        {
+        let mounter = self.ctx.volumes.mounter().clone();
+        let mut any = false;
+        for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
             if !slot.running {
                 continue;
             }
@@ -729,11 +734,11 @@ impl PodWorker {
                     container_id: Some(format!("berth://{id}")),
                 },
             };
-            let _ = init;
             let mut termination = termination;
             termination.message = termination.message.or_else(|| {
                 read_termination_message(&slot.spec, &self.dir, slot.attempt, termination.exit_code)
             });
+            any = true;
             tracing::debug!(pod = %self.uid, container = %slot.spec.name, code = termination.exit_code, "container exited");
             slot.running = false;
             slot.stop_probes();
@@ -741,15 +746,25 @@ impl PodWorker {
             slot.view.started = false;
             slot.exit = Some(termination.clone());
             slot.view.state = State::Terminated(termination);
-            let _ = rootfs::release(&self.dir.container(&slot.spec.name, slot.attempt));
+            let _ = rootfs::release(
+                mounter.as_ref(),
+                &self.dir.container(&slot.spec.name, slot.attempt),
+            );
         }
+        any
     }
 
     fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), crate::Error> {
         sandbox::write_files(&self.dir, pod, &self.ctx.node_ip, &self.ctx.cluster_domain)?;
         let ns_dir = self.dir.namespaces();
         // Adopted containers already share the pinned namespace; a new one would split them.
-        if !rootfs::is_mounted(&ns_dir.join("ipc")) {
+        let pinned = self
+            .ctx
+            .volumes
+            .mounter()
+            .is_mount_point(&ns_dir.join("ipc"))
+            .unwrap_or(false);
+        if !pinned {
             berth_runtime::PodNamespaces::create(&ns_dir)
                 .map_err(|e| crate::Error::Runtime(e.to_string()))?;
         }
@@ -758,8 +773,7 @@ impl PodWorker {
 
     /// Posts the status if it differs from what was last posted; false when posting failed.
     async fn post_status(&mut self, pod: &Pod) -> bool {
-        let init: Vec<ContainerView> = self.init.iter().map(|s| s.view.clone()).collect();
-        let app: Vec<ContainerView> = self.app.iter().map(|s| s.view.clone()).collect();
+        let (init, app) = self.views();
         let facts = PodFacts {
             pod,
             host_ip: &self.ctx.node_ip,
@@ -804,18 +818,8 @@ impl PodWorker {
     async fn terminate(&mut self, gone: bool) {
         let pod = self.pod.clone();
         let grace = match (&pod, gone) {
-            (_, true) | (None, _) => MINIMUM_GRACE,
-            (Some(p), false) => Duration::from_secs(
-                p.metadata
-                    .deletion_grace_period_seconds
-                    .or_else(|| {
-                        p.spec
-                            .as_ref()
-                            .and_then(|s| s.termination_grace_period_seconds)
-                    })
-                    .unwrap_or(30)
-                    .max(0) as u64,
-            ),
+            (Some(p), false) => grace_period(p, p.metadata.deletion_grace_period_seconds),
+            _ => MINIMUM_GRACE,
         };
         let mut stops = Vec::new();
         for (slot, init) in self
@@ -852,9 +856,6 @@ impl PodWorker {
             && !gone
         {
             // Running containers are now terminated in the status kubectl last sees.
-            for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
-                slot.view.ready = false;
-            }
             self.post_status(pod).await;
         }
         self.clean_up();
@@ -875,20 +876,12 @@ impl PodWorker {
         {
             let _ = tokio::time::timeout(grace, crate::exec::run(runtime, id, argv)).await;
         }
-        let running = |id: &str| matches!(runtime.state(id), Ok(ContainerState::Running { .. }));
-        if !grace.is_zero() && running(id) {
-            let _ = runtime.signal(id, libc_signal::SIGTERM).await;
-            while Instant::now() < deadline && running(id) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        if running(id) {
-            let _ = runtime.signal(id, libc_signal::SIGKILL).await;
-            let until = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < until && running(id) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        stop_container(
+            runtime,
+            id,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await;
     }
 
     /// Removes the pod's containers, roots, volumes, namespaces, cgroup and directory.
@@ -1022,6 +1015,26 @@ impl PodWorker {
     }
 }
 
+/// The waiting reason and message of a container whose image is not in the store.
+fn image_missing(spec: &Container) -> StartFailure {
+    let image = spec.image.as_deref().unwrap_or_default();
+    if spec.image_pull_policy.as_deref() == Some("Never") {
+        return StartFailure::Image {
+            reason: "ErrImageNeverPull",
+            message: format!(
+                "Container image \"{image}\" is not present with pull policy of Never"
+            ),
+        };
+    }
+    StartFailure::Image {
+        reason: "ErrImagePull",
+        message: format!(
+            "Failed to pull image \"{image}\": berth pulls from no registry and the image is \
+             not in its store; load it with `berth image import`"
+        ),
+    }
+}
+
 /// `name_namespace(uid)` as kubelet names a pod in its messages.
 fn pod_label(pod: &Pod) -> String {
     format!(
@@ -1030,6 +1043,15 @@ fn pod_label(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.uid.as_deref().unwrap_or_default()
     )
+}
+
+/// The grace a container gets to stop: `deletion` (the delete's own), else the pod's
+/// terminationGracePeriodSeconds, else Kubernetes' default of 30 s.
+fn grace_period(pod: &Pod, deletion: Option<i64>) -> Duration {
+    let seconds = deletion
+        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(seconds.max(0) as u64)
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -1071,14 +1093,47 @@ fn read_termination_message(
     }
     let fallback = spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
     if fallback && exit_code != 0 {
-        return crate::logs_tail(&dir.log(&spec.name, attempt), 80, 2048);
+        return log_tail(&dir.log(&spec.name, attempt), 80, 2048);
     }
     None
 }
 
-mod libc_signal {
-    pub const SIGTERM: i32 = 15;
-    pub const SIGKILL: i32 = 9;
+/// The last `lines` lines (at most `bytes` bytes) of a container's log, as kubectl would
+/// print them.
+fn log_tail(path: &std::path::Path, lines: usize, bytes: usize) -> Option<String> {
+    let data = std::fs::read(path).ok()?;
+    let mut joiner = crate::logs::Joiner::default();
+    let mut all = joiner.push_bytes(&data);
+    all.extend(joiner.flush());
+    let start = all.len().saturating_sub(lines);
+    let text: Vec<u8> = all[start..]
+        .iter()
+        .flat_map(|l| l.content.clone())
+        .collect();
+    let cut = text.len().saturating_sub(bytes);
+    let text = String::from_utf8_lossy(&text[cut..]).trim_end().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// Stops container `id`: SIGTERM, then SIGKILL once `grace` has passed (at once for zero),
+/// then waits (at most 10 s) for it to be gone.
+pub async fn stop_container(runtime: &berth_runtime::Runtime, id: &str, grace: Duration) {
+    use rustix::process::Signal;
+    let running = |id: &str| matches!(runtime.state(id), Ok(ContainerState::Running { .. }));
+    if !grace.is_zero() && running(id) {
+        let deadline = Instant::now() + grace;
+        let _ = runtime.signal(id, Signal::TERM.as_raw()).await;
+        while Instant::now() < deadline && running(id) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if running(id) {
+        let _ = runtime.signal(id, Signal::KILL.as_raw()).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until && running(id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Starts `probes` for container attempt `id` and forwards their events, tagged, to the pod
@@ -1186,13 +1241,7 @@ impl PodWorker {
                         "Killing",
                         &format!("Container {name} failed {what} probe, will be restarted"),
                     );
-                    let grace = pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.termination_grace_period_seconds)
-                        .unwrap_or(30)
-                        .max(0) as u64;
-                    self.stop_container_id(&id, Duration::from_secs(grace), Some(&spec))
+                    self.stop_container_id(&id, grace_period(&pod, None), Some(&spec))
                         .await;
                 }
             }
@@ -1210,9 +1259,8 @@ pub fn remove_pod(
     dir: &PodDir,
     uid: &str,
 ) -> Result<(), String> {
-    let prefix = format!("{uid}-");
     for id in runtime.list().unwrap_or_default() {
-        if id.starts_with(&prefix)
+        if parse_container_id(&id).is_some_and(|(owner, ..)| owner == uid)
             && let Err(e) = runtime.remove(&id)
         {
             tracing::warn!(container = %id, error = %e, "cannot remove container");
@@ -1229,7 +1277,7 @@ pub fn remove_pod(
             .flatten()
             .flatten()
         {
-            let _ = rootfs::release(&attempt.path());
+            let _ = rootfs::release(volumes.mounter().as_ref(), &attempt.path());
         }
     }
     volumes

@@ -357,14 +357,13 @@ fn spawn_agent(
         berth_node::AgentConfig::new(&node_name, data_dir, &data_dir.join("images"), &exe);
     // The API server wrote the agent's serving certificate and token into the pki dir; a free
     // port keeps two berths on one machine apart (the Node reports the one chosen).
-    let pki = data_dir.join("pki");
-    let read = |name: &str| {
-        std::fs::read_to_string(pki.join(name))
-            .with_context(|| format!("cannot read {}", pki.join(name).display()))
+    let pki = berth_apiserver::tls::Pki::new(data_dir);
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
     };
-    config.server_cert_pem = read("agent.crt")?;
-    config.server_key_pem = read("agent.key")?;
-    config.server_token = read("agent.token")?.trim().to_string();
+    config.server_cert_pem = read(pki.agent_cert())?;
+    config.server_key_pem = read(pki.agent_key())?;
+    config.server_token = read(pki.agent_token())?.trim().to_string();
     config.kubelet_port = 0;
     let agent = berth_node::Agent::new(client, config);
     Ok(tokio::spawn(async move {

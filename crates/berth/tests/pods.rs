@@ -323,6 +323,10 @@ spec:
 "#,
     );
     wait_pod(&kubectl, "stubborn", T, |p| phase(p) == "Running");
+    assert!(
+        marker_running("trap '' TERM"),
+        "the container's process is not visible"
+    );
     let started = Instant::now();
     kubectl.ok(&["delete", "pod", "stubborn", "--wait=true", "--timeout=30s"]);
     let took = started.elapsed();
@@ -782,6 +786,10 @@ spec:
             .join(", ")
     ));
     wait_pod(&kubectl, "pid1", T, |p| phase(p) == "Running");
+    assert!(
+        marker_running(&marker),
+        "the container's process is not visible"
+    );
     let started = Instant::now();
     kubectl.ok(&["delete", "pod", "pid1", "--wait=true", "--timeout=30s"]);
     let took = started.elapsed();
@@ -791,4 +799,42 @@ spec:
     );
     assert!(took < Duration::from_secs(8), "took too long: {took:?}");
     assert!(!marker_running(&marker), "the container process survived");
+}
+
+#[test]
+fn a_finished_pod_is_not_run_again_after_berth_down_and_up() {
+    let (mut berth, kubectl) = start();
+    let out = berth.dir.path().join("runs");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    kubectl.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: once}}
+spec:
+  restartPolicy: Never
+  volumes: [{{name: out, hostPath: {{path: {out}, type: Directory}}}}]
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "echo ran >> /out/runs"]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+"#,
+        out = out.display()
+    ));
+    wait_pod(&kubectl, "once", T, |p| phase(p) == "Succeeded");
+    berth.kill();
+    assert!(berth.down(), "berth down failed");
+    berth.launch();
+    // Once a new pod runs, the restarted agent has been through every pod it has.
+    long_runner(&kubectl, "later");
+    let pod = pod_json(&kubectl, "once");
+    assert_eq!(phase(&pod), "Succeeded", "{pod}");
+    assert_eq!(
+        container_state(&pod, "main")["terminated"]["exitCode"],
+        0,
+        "{pod}"
+    );
+    let runs = std::fs::read_to_string(out.join("runs")).expect("runs");
+    assert_eq!(runs, "ran\n", "the finished pod ran again");
 }

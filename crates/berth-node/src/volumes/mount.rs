@@ -1,5 +1,5 @@
-//! The mount system calls volumes and subPaths need, behind [`Mounter`] so that the logic
-//! around them is tested without root: [`HostMounter`] makes the real calls,
+//! The mount system calls volumes, subPaths and container roots need, behind [`Mounter`] so
+//! that the logic around them is tested without root: [`HostMounter`] makes the real calls,
 //! [`RecordingMounter`] remembers what would have been mounted.
 
 use std::collections::BTreeSet;
@@ -17,6 +17,14 @@ pub trait Mounter: Send + Sync {
     fn mount_tmpfs(&self, target: &Path, size_bytes: Option<u64>, mode: u32) -> io::Result<()>;
     /// Bind-mounts `source` (a path, possibly `/proc/self/fd/N`) on `target`.
     fn bind(&self, source: &Path, target: &Path) -> io::Result<()>;
+    /// Mounts an overlay of `lower` (top first) under the writable `upper` on `target`.
+    fn mount_overlay(
+        &self,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> io::Result<()>;
     /// Detaches the topmost mount on `target` without following a symlink there; `Ok(false)`
     /// when nothing is mounted there.
     fn unmount(&self, target: &Path) -> io::Result<bool>;
@@ -47,6 +55,34 @@ impl Mounter for HostMounter {
 
     fn bind(&self, source: &Path, target: &Path) -> io::Result<()> {
         rustix::mount::mount_bind(source, target)?;
+        Ok(())
+    }
+
+    fn mount_overlay(
+        &self,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> io::Result<()> {
+        let lowerdir = lower
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let data = format!(
+            "lowerdir={lowerdir},upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        );
+        let data = std::ffi::CString::new(data).map_err(io::Error::other)?;
+        rustix::mount::mount(
+            "overlay",
+            target,
+            "overlay",
+            MountFlags::empty(),
+            data.as_c_str(),
+        )?;
         Ok(())
     }
 
@@ -88,6 +124,10 @@ pub enum MountOp {
     },
     Bind {
         source: PathBuf,
+        target: PathBuf,
+    },
+    Overlay {
+        lower: Vec<PathBuf>,
         target: PathBuf,
     },
     Unmount {
@@ -137,6 +177,22 @@ impl Mounter for RecordingMounter {
         let mut s = self.lock();
         s.0.push(MountOp::Bind {
             source,
+            target: target.to_path_buf(),
+        });
+        s.1.push(target.to_path_buf());
+        Ok(())
+    }
+
+    fn mount_overlay(
+        &self,
+        lower: &[PathBuf],
+        _upper: &Path,
+        _work: &Path,
+        target: &Path,
+    ) -> io::Result<()> {
+        let mut s = self.lock();
+        s.0.push(MountOp::Overlay {
+            lower: lower.to_vec(),
             target: target.to_path_buf(),
         });
         s.1.push(target.to_path_buf());

@@ -205,19 +205,28 @@ impl Berth {
     }
 }
 
+impl Berth {
+    /// `berth down` on this data dir: stops the containers `berth up` left running and
+    /// removes the pods' files from the machine. Returns whether it succeeded.
+    pub fn down(&self) -> bool {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("down")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
 impl Drop for Berth {
     fn drop(&mut self) {
         self.kill();
         // Containers outlive `berth up` on purpose; a test must not leave them behind.
         let data = self.data_dir();
         if data.join("run").exists() || data.join("pods").exists() {
-            let _ = Command::new(env!("CARGO_BIN_EXE_berth"))
-                .arg("down")
-                .arg("--data-dir")
-                .arg(&data)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            self.down();
         }
     }
 }
