@@ -516,7 +516,9 @@ impl Drop for SqliteStore {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
+/// Takes the exclusive lock of the store in `dir`, as an open store holds it: tools that
+/// must not run beside `berth up` (such as `berth down`) hold it while they work.
+pub fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)

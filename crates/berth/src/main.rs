@@ -148,6 +148,17 @@ fn main() -> anyhow::Result<()> {
         Command::Down { data_dir } => {
             init_tracing();
             let data_dir = data_dir.resolve()?;
+            // Under a running `berth up` this would kill the pods its agent is running.
+            let store = data_dir.join("store");
+            let _lock = match berth_store::sqlite::lock_dir(&store) {
+                Err(berth_store::StoreError::Locked(_)) => {
+                    anyhow::bail!(
+                        "berth up is running on {}; stop it first",
+                        data_dir.display()
+                    )
+                }
+                other => other.ok(),
+            };
             let exe = std::env::current_exe().context("cannot find the berth binary")?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -453,6 +453,9 @@ spec:
     wait_pod(&kubectl, "steady", T, |p| phase(p) == "Running");
     let before: Vec<u32> = host_pids(&marker).collect();
     assert_eq!(before.len(), 1, "expected one container process");
+    // `berth down` refuses to run beside `berth up` and kills nothing.
+    assert!(!berth.down(), "berth down ran under a live berth up");
+    assert_eq!(host_pids(&marker).collect::<Vec<_>>(), before);
     berth.kill();
     berth.restart();
     let pod = wait_pod(&kubectl, "steady", T, |p| phase(p) == "Running");
