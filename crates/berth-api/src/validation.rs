@@ -192,6 +192,17 @@ impl FieldError {
         Self::new(FieldErrorKind::NotSupported, path, Some(value.go()), detail)
     }
 
+    /// A NotSupported error if an optional enum field is set to something outside `supported`.
+    pub(crate) fn unless_supported(
+        path: &Path,
+        value: Option<&str>,
+        supported: &[&str],
+    ) -> Option<Self> {
+        value
+            .filter(|v| !supported.contains(v))
+            .map(|v| Self::not_supported(path, v, supported))
+    }
+
     /// Kubernetes 1.33's `field.TooLong`: the value is never printed.
     pub(crate) fn too_long(path: &Path, max_bytes: usize) -> Self {
         Self::new(

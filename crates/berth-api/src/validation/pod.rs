@@ -2289,40 +2289,25 @@ fn validate_pod_security_context(spec: &PodSpec, path: &Path) -> Errors {
             errs.push(FieldError::duplicate(&p, sysctl.name.as_str()));
         }
     }
-    if let Some(p) = &sc.fs_group_change_policy
-        && p != "Always"
-        && p != "OnRootMismatch"
-    {
-        errs.push(FieldError::not_supported(
-            &path.child("fsGroupChangePolicy"),
-            p.as_str(),
-            &["Always", "OnRootMismatch"],
-        ));
-    }
+    errs.extend(FieldError::unless_supported(
+        &path.child("fsGroupChangePolicy"),
+        sc.fs_group_change_policy.as_deref(),
+        &["Always", "OnRootMismatch"],
+    ));
     errs.extend(seccomp_profile(
         sc.seccomp_profile.as_ref(),
         &path.child("seccompProfile"),
     ));
-    if let Some(p) = &sc.supplemental_groups_policy
-        && p != "Merge"
-        && p != "Strict"
-    {
-        errs.push(FieldError::not_supported(
-            &path.child("supplementalGroupsPolicy"),
-            p.as_str(),
-            &["Merge", "Strict"],
-        ));
-    }
-    if let Some(p) = &sc.se_linux_change_policy
-        && p != "MountOption"
-        && p != "Recursive"
-    {
-        errs.push(FieldError::not_supported(
-            &path.child("seLinuxChangePolicy"),
-            p.as_str(),
-            &["MountOption", "Recursive"],
-        ));
-    }
+    errs.extend(FieldError::unless_supported(
+        &path.child("supplementalGroupsPolicy"),
+        sc.supplemental_groups_policy.as_deref(),
+        &["Merge", "Strict"],
+    ));
+    errs.extend(FieldError::unless_supported(
+        &path.child("seLinuxChangePolicy"),
+        sc.se_linux_change_policy.as_deref(),
+        &["MountOption", "Recursive"],
+    ));
     errs
 }
 
@@ -2348,16 +2333,11 @@ fn validate_security_context(sc: &SecurityContext, path: &Path) -> Errors {
     let mut errs = Vec::new();
     id_range(&mut errs, sc.run_as_user, &path.child("runAsUser"));
     id_range(&mut errs, sc.run_as_group, &path.child("runAsGroup"));
-    if let Some(pm) = &sc.proc_mount
-        && pm != "Default"
-        && pm != "Unmasked"
-    {
-        errs.push(FieldError::not_supported(
-            &path.child("procMount"),
-            pm.as_str(),
-            &["Default", "Unmasked"],
-        ));
-    }
+    errs.extend(FieldError::unless_supported(
+        &path.child("procMount"),
+        sc.proc_mount.as_deref(),
+        &["Default", "Unmasked"],
+    ));
     errs.extend(seccomp_profile(
         sc.seccomp_profile.as_ref(),
         &path.child("seccompProfile"),
@@ -2783,16 +2763,11 @@ fn validate_topology_spread(spec: &PodSpec, path: &Path) -> Errors {
             (&c.node_affinity_policy, "nodeAffinityPolicy"),
             (&c.node_taints_policy, "nodeTaintsPolicy"),
         ] {
-            if let Some(v) = v
-                && v != "Honor"
-                && v != "Ignore"
-            {
-                errs.push(FieldError::not_supported(
-                    &p.child(name),
-                    v.as_str(),
-                    &["Honor", "Ignore"],
-                ));
-            }
+            errs.extend(FieldError::unless_supported(
+                &p.child(name),
+                v.as_deref(),
+                &["Honor", "Ignore"],
+            ));
         }
         if let Some(sel) = &c.label_selector {
             errs.extend(meta::validate_label_selector(

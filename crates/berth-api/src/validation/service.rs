@@ -376,15 +376,11 @@ fn validate_service_spec(svc: &Service) -> Errors {
         }
         _ => {}
     }
-    if let Some(td) = &spec.traffic_distribution
-        && td != "PreferClose"
-    {
-        errs.push(FieldError::not_supported(
-            &spec_path.child("trafficDistribution"),
-            td.as_str(),
-            &["PreferClose"],
-        ));
-    }
+    errs.extend(FieldError::unless_supported(
+        &spec_path.child("trafficDistribution"),
+        spec.traffic_distribution.as_deref(),
+        &["PreferClose"],
+    ));
     errs
 }
 
