@@ -66,11 +66,15 @@ impl AgentConfig {
 }
 
 /// An event for the recorder task; pod workers never wait for the API to take it.
-struct EventRequest {
-    object: k8s_openapi::api::core::v1::ObjectReference,
-    type_: String,
-    reason: String,
-    message: String,
+enum EventRequest {
+    Record {
+        object: Box<k8s_openapi::api::core::v1::ObjectReference>,
+        type_: String,
+        reason: String,
+        message: String,
+    },
+    /// The pod is gone: its repeat counts need not be remembered any more.
+    Forget(String),
 }
 
 /// What every pod worker shares.
@@ -114,12 +118,17 @@ impl Context {
         reason: &str,
         message: &str,
     ) {
-        let _ = self.events.send(EventRequest {
-            object: berth_client::pod_reference(pod, field_path),
+        let _ = self.events.send(EventRequest::Record {
+            object: Box::new(berth_client::pod_reference(pod, field_path)),
             type_: type_.to_string(),
             reason: reason.to_string(),
             message: message.to_string(),
         });
+    }
+
+    /// Drops what the event recorder remembers about pod `uid` (it is gone).
+    pub fn forget_events(&self, uid: &str) {
+        let _ = self.events.send(EventRequest::Forget(uid.to_string()));
     }
 }
 
@@ -194,12 +203,21 @@ impl Agent {
             let mut recorder =
                 berth_client::Recorder::new(client.clone(), "kubelet", Some(&config.node_name));
             async move {
-                while let Some(e) = events_rx.recv().await {
-                    if let Err(err) = recorder
-                        .record(&e.object, &e.type_, &e.reason, &e.message)
-                        .await
-                    {
-                        tracing::debug!(error = %err, "cannot record an event");
+                while let Some(request) = events_rx.recv().await {
+                    match request {
+                        EventRequest::Record {
+                            object,
+                            type_,
+                            reason,
+                            message,
+                        } => {
+                            if let Err(err) =
+                                recorder.record(&object, &type_, &reason, &message).await
+                            {
+                                tracing::debug!(error = %err, "cannot record an event");
+                            }
+                        }
+                        EventRequest::Forget(uid) => recorder.retain(|u| u != uid),
                     }
                 }
             }

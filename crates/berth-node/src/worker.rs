@@ -195,6 +195,7 @@ impl PodWorker {
                 }
             }
         }
+        self.ctx.forget_events(&self.uid);
         let _ = self.done.send(self.uid.clone());
     }
 
