@@ -16,12 +16,12 @@
 //!
 //! This is a benchmark, not a test: nothing here fails on a missed target; it says so.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -35,6 +35,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use tokio_rustls::TlsConnector;
+
+use common::{Latencies, Phases, Report, Server, ms};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and targets
@@ -109,124 +111,13 @@ const DEADLINE: Duration = Duration::from_secs(600);
 /// No single request may take longer than this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-// ---------------------------------------------------------------------------------------------
-// Cleanup: every child berth and the temporary root are registered, so even the watchdog's exit
-// leaves nothing behind.
-
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-static ROOT: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-fn registered_children() -> std::sync::MutexGuard<'static, Vec<u32>> {
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn kill_registered_and_exit(code: i32) -> ! {
-    for pid in registered_children().drain(..) {
-        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-    if let Some(root) = ROOT.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        // Give the killed servers a moment to release their files.
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = std::fs::remove_dir_all(root);
-    }
-    std::process::exit(code);
-}
-
-fn start_watchdog() {
-    std::thread::spawn(|| {
-        std::thread::sleep(DEADLINE);
-        eprintln!(
-            "control_plane bench: still running after {} s; stopping",
-            DEADLINE.as_secs()
-        );
-        kill_registered_and_exit(2);
-    });
-}
+/// How long a stopped server may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
-// The server process
-
-struct Server {
-    child: Option<Child>,
-    pid: u32,
-    port: u16,
-    lines: std::sync::mpsc::Receiver<String>,
-    /// The server's own "ready in N ms".
-    self_reported_ms: Option<u64>,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// The `berth` Cargo built for this bench, or `BERTH_BENCH_BINARY` (to measure another build).
-fn berth_binary() -> PathBuf {
-    std::env::var_os("BERTH_BENCH_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berth")))
-}
+// The server process: what only this bench reads of it
 
 impl Server {
-    /// Spawns `berth up`; returns at once (the clock of a cold start starts before this call).
-    fn spawn(data_dir: &Path) -> Server {
-        let port = free_port();
-        let mut child = Command::new(berth_binary())
-            .arg("up")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("BERTH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start berth");
-        let pid = child.id();
-        registered_children().push(pid);
-        let stdout = child.stdout.take().expect("berth's stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Server {
-            child: Some(child),
-            pid,
-            port,
-            lines,
-            self_reported_ms: None,
-        }
-    }
-
-    /// Waits for "berth is up" on stdout.
-    fn wait_up(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) if line.starts_with("berth is up") => {
-                    self.self_reported_ms = parse_ready_ms(&line);
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some(child) = self.child.as_mut()
-                        && let Ok(Some(status)) = child.try_wait()
-                    {
-                        bail!("berth exited before it was up: {status}");
-                    }
-                    if Instant::now() > deadline {
-                        bail!("berth did not come up in 30 s");
-                    }
-                }
-            }
-        }
-    }
-
     fn rss_kib(&self) -> anyhow::Result<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .context("read /proc/PID/status")?;
@@ -248,45 +139,6 @@ impl Server {
             .map(|d| d.count())
             .unwrap_or(0)
     }
-
-    /// SIGTERM, then waits (killing it after 10 s).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-            registered_children().retain(|p| *p != self.pid);
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            registered_children().retain(|p| *p != self.pid);
-        }
-    }
-}
-
-fn parse_ready_ms(line: &str) -> Option<u64> {
-    let rest = line.split("ready in ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,43 +278,6 @@ impl Conn {
 // ---------------------------------------------------------------------------------------------
 // Statistics
 
-struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    fn new(mut samples: Vec<Duration>) -> Latencies {
-        samples.sort();
-        Latencies(samples)
-    }
-    /// Nearest-rank percentile.
-    fn pct(&self, p: f64) -> Duration {
-        if self.0.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
-        self.0[rank.clamp(1, self.0.len()) - 1]
-    }
-    fn max(&self) -> Duration {
-        self.0.last().copied().unwrap_or_default()
-    }
-    fn min(&self) -> Duration {
-        self.0.first().copied().unwrap_or_default()
-    }
-    fn median(&self) -> Duration {
-        self.pct(50.0)
-    }
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -505,220 +320,7 @@ impl Load {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The report
-
-struct Row {
-    section: &'static str,
-    metric: String,
-    value: String,
-    target: String,
-    verdict: String,
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<Row>,
-    notes: Vec<String>,
-    misses: Vec<String>,
-}
-
-impl Report {
-    fn add(&mut self, section: &'static str, metric: impl Into<String>, value: impl Into<String>) {
-        self.rows.push(Row {
-            section,
-            metric: metric.into(),
-            value: value.into(),
-            target: String::new(),
-            verdict: String::new(),
-        });
-    }
-
-    fn check(
-        &mut self,
-        section: &'static str,
-        metric: impl Into<String>,
-        value: impl Into<String>,
-        target: impl Into<String>,
-        met: bool,
-    ) {
-        let metric = metric.into();
-        let target = target.into();
-        if !met {
-            self.misses.push(format!("{metric} (target {target})"));
-        }
-        self.rows.push(Row {
-            section,
-            metric,
-            value: value.into(),
-            target,
-            verdict: if met { "met" } else { "MISSED" }.to_string(),
-        });
-        eprintln!("  {}", self.rows.last().map(line_of).unwrap_or_default());
-    }
-
-    fn note(&mut self, note: impl Into<String>) {
-        let note = note.into();
-        eprintln!("  note: {note}");
-        self.notes.push(note);
-    }
-
-    fn print(&self) {
-        let widths = [
-            self.rows.iter().map(|r| r.section.len()).max().unwrap_or(0),
-            self.rows.iter().map(|r| r.metric.len()).max().unwrap_or(0),
-            self.rows.iter().map(|r| r.value.len()).max().unwrap_or(0),
-            self.rows
-                .iter()
-                .map(|r| r.target.len())
-                .max()
-                .unwrap_or(0)
-                .max(6),
-        ];
-        let header = format!(
-            "| {:w0$} | {:w1$} | {:w2$} | {:w3$} | {:6} |",
-            "area",
-            "metric",
-            "result",
-            "target",
-            "met?",
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
-        );
-        println!("{header}");
-        println!(
-            "|{}|{}|{}|{}|{}|",
-            "-".repeat(widths[0] + 2),
-            "-".repeat(widths[1] + 2),
-            "-".repeat(widths[2] + 2),
-            "-".repeat(widths[3] + 2),
-            "-".repeat(8)
-        );
-        let mut sections: Vec<&str> = Vec::new();
-        for r in &self.rows {
-            if !sections.contains(&r.section) {
-                sections.push(r.section);
-            }
-        }
-        let grouped = sections
-            .iter()
-            .flat_map(|s| self.rows.iter().filter(move |r| r.section == *s));
-        for r in grouped {
-            println!(
-                "| {:w0$} | {:w1$} | {:w2$} | {:w3$} | {:6} |",
-                r.section,
-                r.metric,
-                r.value,
-                r.target,
-                r.verdict,
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            );
-        }
-        println!();
-        if self.misses.is_empty() {
-            println!("All stated targets are met.");
-        } else {
-            println!("TARGETS MISSED ({}):", self.misses.len());
-            for m in &self.misses {
-                println!("  - {m}");
-            }
-        }
-        if !self.notes.is_empty() {
-            println!();
-            println!("Notes:");
-            for n in &self.notes {
-                println!("  - {n}");
-            }
-        }
-    }
-}
-
-fn line_of(r: &Row) -> String {
-    if r.target.is_empty() {
-        format!("{}: {}", r.metric, r.value)
-    } else {
-        format!(
-            "{}: {}   [target {}: {}]",
-            r.metric, r.value, r.target, r.verdict
-        )
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The machine and the disk
-
-fn first_line_with(path: &str, prefix: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The share of CPU time (all cores) not idle over `window`, from /proc/stat.
-fn cpu_busy_percent(window: Duration) -> f64 {
-    fn sample() -> Option<(u64, u64)> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        let fields: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal ...
-        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-        Some((idle, fields.iter().sum()))
-    }
-    let Some((idle0, total0)) = sample() else {
-        return f64::NAN;
-    };
-    std::thread::sleep(window);
-    let Some((idle1, total1)) = sample() else {
-        return f64::NAN;
-    };
-    let total = total1.saturating_sub(total0).max(1) as f64;
-    100.0 * (1.0 - idle1.saturating_sub(idle0) as f64 / total)
-}
-
-/// The mount the path lives on (longest mount point that is a prefix of it), from /proc/mounts.
-fn filesystem_of(path: &Path) -> String {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let mut best: Option<(usize, String)> = None;
-    for line in mounts.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 4 {
-            continue;
-        }
-        let mount_point = Path::new(fields[1]);
-        if path.starts_with(mount_point) {
-            let len = fields[1].len();
-            if best.as_ref().is_none_or(|(l, _)| len >= *l) {
-                best = Some((
-                    len,
-                    format!("{} on {} ({})", fields[0], fields[1], fields[2]),
-                ));
-            }
-        }
-    }
-    let magic = rustix::fs::statfs(&path)
-        .map(|s| format!("statfs f_type {:#x}", s.f_type))
-        .unwrap_or_else(|e| format!("statfs failed: {e}"));
-    match best {
-        Some((_, m)) => format!("{m}, {magic}"),
-        None => magic,
-    }
-}
+// The disk
 
 fn is_tmpfs(path: &Path) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -804,7 +406,7 @@ fn cold_start(data_dir: &Path) -> anyhow::Result<(Duration, Option<u64>)> {
         .build()
         .context("probe runtime")?;
     let started = Instant::now();
-    let mut server = Server::spawn(data_dir);
+    let mut server = Server::spawn(data_dir, &[], None)?;
     let elapsed = loop {
         if runtime.block_on(probe(data_dir, server.port)).is_ok() {
             break started.elapsed();
@@ -812,16 +414,13 @@ fn cold_start(data_dir: &Path) -> anyhow::Result<(Duration, Option<u64>)> {
         if started.elapsed() > Duration::from_secs(30) {
             bail!("berth did not serve a request within 30 s");
         }
-        if let Some(child) = server.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
+        if let Some(status) = server.exited() {
             bail!("berth exited during a cold start: {status}");
         }
         std::thread::sleep(Duration::from_micros(250));
     };
-    server.wait_up()?;
-    let reported = server.self_reported_ms;
-    server.stop();
+    let reported = server.wait_up()?;
+    server.stop(STOP_GRACE);
     Ok((elapsed, reported))
 }
 
@@ -849,30 +448,20 @@ fn cold_starts(
     reported_fresh.sort();
     reported_existing.sort();
     let med = |v: &[u64]| v.get(v.len() / 2).copied().unwrap_or(0);
-    report.check(
-        "cold start",
-        format!("spawn -> first authenticated GET, fresh data dir ({runs} runs)"),
-        format!(
-            "min {}, median {}, max {}",
-            ms(fresh.min()),
-            ms(fresh.median()),
-            ms(fresh.max())
-        ),
-        "< 150 ms",
-        fresh.median() < TARGET_COLD_START,
-    );
-    report.check(
-        "cold start",
-        format!("spawn -> first authenticated GET, existing data dir ({runs} runs)"),
-        format!(
-            "min {}, median {}, max {}",
-            ms(existing.min()),
-            ms(existing.median()),
-            ms(existing.max())
-        ),
-        "< 150 ms",
-        existing.median() < TARGET_COLD_START,
-    );
+    for (dir, starts) in [("fresh", &fresh), ("existing", &existing)] {
+        report.check(
+            "cold start",
+            format!("spawn -> first authenticated GET, {dir} data dir ({runs} runs)"),
+            format!(
+                "min {}, median {}, max {}",
+                ms(starts.min()),
+                ms(starts.median()),
+                ms(starts.max())
+            ),
+            "< 150 ms",
+            starts.median() < TARGET_COLD_START,
+        );
+    }
     report.add(
         "cold start",
         "server's own \"ready in\" (median, fresh / existing)",
@@ -888,6 +477,40 @@ fn cold_starts(
 // ---------------------------------------------------------------------------------------------
 // 1, 2. Fixed-count loads
 
+/// One request of a load: method, path, body and the status it must get.
+type Call = (Method, String, Option<Bytes>, StatusCode);
+
+/// One keep-alive connection per client. Connection setup is not timed.
+async fn connect_all(target: &Target, clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(target.connect().await?);
+    }
+    Ok(conns)
+}
+
+/// Waits for the tasks of a load of `total` requests started at `started`, and gathers their
+/// latencies.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
+    total: usize,
+    started: Instant,
+    what: &str,
+) -> anyhow::Result<Load> {
+    let mut all = Vec::with_capacity(total);
+    for task in tasks {
+        all.extend(
+            task.await
+                .with_context(|| format!("{what} task panicked"))??,
+        );
+    }
+    Ok(Load {
+        count: total,
+        wall: started.elapsed(),
+        latencies: Latencies::new(all),
+    })
+}
+
 /// Open loop: request `i` is due at `start + i / rate`, sent by client `i % clients`. When a
 /// client falls behind, latency counts from when the request was due (so queueing shows rather
 /// than hiding behind a late send: no coordinated omission).
@@ -899,12 +522,9 @@ async fn paced_load<F>(
     make: F,
 ) -> anyhow::Result<Load>
 where
-    F: Fn(usize) -> (Method, String, Option<Bytes>, StatusCode) + Send + Sync + 'static,
+    F: Fn(usize) -> Call + Send + Sync + 'static,
 {
-    let mut conns = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        conns.push(target.connect().await?);
-    }
+    let conns = connect_all(target, clients).await?;
     let make = Arc::new(make);
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let started = Instant::now() + Duration::from_millis(20);
@@ -933,27 +553,16 @@ where
             anyhow::Ok(latencies)
         }));
     }
-    let mut all = Vec::with_capacity(total);
-    for task in tasks {
-        all.extend(task.await.context("paced task panicked")??);
-    }
-    Ok(Load {
-        count: total,
-        wall: started.elapsed(),
-        latencies: Latencies::new(all),
-    })
+    gather(tasks, total, started, "paced").await
 }
 
 /// Runs `total` requests over `clients` connections (each client takes the next index until
 /// none is left). `make(i)` gives the request. Connection setup is not timed.
 async fn load<F>(target: &Target, clients: usize, total: usize, make: F) -> anyhow::Result<Load>
 where
-    F: Fn(usize) -> (Method, String, Option<Bytes>, StatusCode) + Send + Sync + 'static,
+    F: Fn(usize) -> Call + Send + Sync + 'static,
 {
-    let mut conns = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        conns.push(target.connect().await?);
-    }
+    let conns = connect_all(target, clients).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let make = Arc::new(make);
     let started = Instant::now();
@@ -976,21 +585,28 @@ where
             anyhow::Ok(latencies)
         }));
     }
-    let mut all = Vec::with_capacity(total);
-    for task in tasks {
-        all.extend(task.await.context("load task panicked")??);
-    }
-    Ok(Load {
-        count: total,
-        wall: started.elapsed(),
-        latencies: Latencies::new(all),
-    })
+    gather(tasks, total, started, "load").await
 }
 
 fn configmap(name: &str) -> Bytes {
     Bytes::from(format!(
         r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","labels":{{"bench":"creates"}}}},"data":{{"greeting":"hello","payload":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}}}"#
     ))
+}
+
+/// The request that creates the ConfigMap `<prefix>-NNNNNN` (NNNNNN = `i`) at `path`.
+fn post_configmap(
+    path: &'static str,
+    prefix: &'static str,
+) -> impl Fn(usize) -> Call + Send + Sync + 'static {
+    move |i| {
+        (
+            Method::POST,
+            path.to_string(),
+            Some(configmap(&format!("{prefix}-{i:06}"))),
+            StatusCode::CREATED,
+        )
+    }
 }
 
 fn pod(name: &str) -> Bytes {
@@ -1044,25 +660,15 @@ async fn creates(
     let path = "/api/v1/namespaces/creates/configmaps";
 
     // Warm-up (not reported): connections, caches, the store's page cache.
-    load(target, 4, 400, move |i| {
-        (
-            Method::POST,
-            path.to_string(),
-            Some(configmap(&format!("warm-{i:06}"))),
-            StatusCode::CREATED,
-        )
-    })
-    .await?;
+    load(target, 4, 400, post_configmap(path, "warm")).await?;
 
     eprintln!("creates: 1 client x {}", sizes.serial_creates);
-    let serial = load(target, 1, sizes.serial_creates, move |i| {
-        (
-            Method::POST,
-            path.to_string(),
-            Some(configmap(&format!("serial-{i:06}"))),
-            StatusCode::CREATED,
-        )
-    })
+    let serial = load(
+        target,
+        1,
+        sizes.serial_creates,
+        post_configmap(path, "serial"),
+    )
     .await?;
     report.add(
         "creates",
@@ -1078,14 +684,12 @@ async fn creates(
         "creates: {clients} clients, {} total",
         sizes.concurrent_creates
     );
-    let concurrent = load(target, clients, sizes.concurrent_creates, move |i| {
-        (
-            Method::POST,
-            path.to_string(),
-            Some(configmap(&format!("conc-{i:06}"))),
-            StatusCode::CREATED,
-        )
-    })
+    let concurrent = load(
+        target,
+        clients,
+        sizes.concurrent_creates,
+        post_configmap(path, "conc"),
+    )
     .await?;
     report.check(
         "creates",
@@ -1100,12 +704,7 @@ async fn creates(
     report.check(
         "creates",
         format!("create latency, {clients} clients, saturated (p50 / p99 / max)"),
-        format!(
-            "{} / {} / {}",
-            ms(concurrent.latencies.median()),
-            ms(concurrent.latencies.pct(99.0)),
-            ms(concurrent.latencies.max())
-        ),
+        concurrent.latencies.p50_p99_max(),
         "p99 < 10 ms",
         concurrent.latencies.pct(99.0) < TARGET_P99,
     );
@@ -1114,14 +713,13 @@ async fn creates(
     let rate = TARGET_CREATES_PER_SEC as u64;
     let paced_count = sizes.concurrent_creates / 2;
     eprintln!("creates: {clients} clients, paced at {rate}/s x {paced_count}");
-    let paced = paced_load(target, clients, paced_count, rate, move |i| {
-        (
-            Method::POST,
-            path.to_string(),
-            Some(configmap(&format!("paced-{i:06}"))),
-            StatusCode::CREATED,
-        )
-    })
+    let paced = paced_load(
+        target,
+        clients,
+        paced_count,
+        rate,
+        post_configmap(path, "paced"),
+    )
     .await?;
     report.check(
         "creates",
@@ -1129,13 +727,7 @@ async fn creates(
             "create latency at {} creates/s offered ({clients} clients, open loop; p50 / p99 / max)",
             thousands(rate as f64)
         ),
-        format!(
-            "{} / {} / {}  (achieved {}/s)",
-            ms(paced.latencies.median()),
-            ms(paced.latencies.pct(99.0)),
-            ms(paced.latencies.max()),
-            thousands(paced.rate())
-        ),
+        format!("{}  (achieved {}/s)", paced.latencies.p50_p99_max(), thousands(paced.rate())),
         "p99 < 10 ms",
         paced.latencies.pct(99.0) < TARGET_P99,
     );
@@ -1145,14 +737,12 @@ async fn creates(
         "creates: {clients} clients, dryRun=All x {}",
         sizes.dry_run_creates
     );
-    let dry = load(target, clients, sizes.dry_run_creates, |i| {
-        (
-            Method::POST,
-            "/api/v1/namespaces/dryrun/configmaps?dryRun=All".to_string(),
-            Some(configmap(&format!("dry-{i:06}"))),
-            StatusCode::CREATED,
-        )
-    })
+    let dry = load(
+        target,
+        clients,
+        sizes.dry_run_creates,
+        post_configmap("/api/v1/namespaces/dryrun/configmaps?dryRun=All", "dry"),
+    )
     .await?;
     report.add(
         "creates",
@@ -1195,14 +785,7 @@ async fn kube_rs_creates(
     total: usize,
 ) -> anyhow::Result<Load> {
     use k8s_openapi::api::core::v1::ConfigMap;
-    let kubeconfig = kube::config::Kubeconfig::read_from(data_dir.join("admin.kubeconfig"))
-        .context("read kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .context("kube config")?;
+    let config = common::kube_config(data_dir).await?;
     if config.cluster_url.port_u16() != Some(port) {
         bail!(
             "the kubeconfig names {}, not port {port}",
@@ -1239,15 +822,7 @@ async fn kube_rs_creates(
             anyhow::Ok(latencies)
         }));
     }
-    let mut all = Vec::new();
-    for handle in handles {
-        all.extend(handle.await.context("kube-rs task panicked")??);
-    }
-    Ok(Load {
-        count: total,
-        wall: started.elapsed(),
-        latencies: Latencies::new(all),
-    })
+    gather(handles, total, started, "kube-rs").await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1304,10 +879,8 @@ async fn pods(
         "pods",
         "GET one Pod, 1 client (p50 / p99 / max)",
         format!(
-            "{} / {} / {}  ({}/s)",
-            ms(get.latencies.median()),
-            ms(get.latencies.pct(99.0)),
-            ms(get.latencies.max()),
+            "{}  ({}/s)",
+            get.latencies.p50_p99_max(),
             thousands(get.rate())
         ),
         "p99 < 10 ms",
@@ -1477,32 +1050,39 @@ async fn watcher(
     Ok(received)
 }
 
-async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> anyhow::Result<()> {
+/// Creates the namespace `ns`; returns the resourceVersion of its (empty) ConfigMap list, to
+/// watch from.
+async fn watch_namespace(target: &Target, ns: &str) -> anyhow::Result<String> {
     let mut conn = target.connect().await?;
-    create_namespace(&mut conn, "watch").await?;
+    create_namespace(&mut conn, ns).await?;
     let bytes = conn
         .expect(
             Method::GET,
-            "/api/v1/namespaces/watch/configmaps",
+            &format!("/api/v1/namespaces/{ns}/configmaps"),
             None,
             StatusCode::OK,
         )
         .await?;
-    let rv = parse_list(&bytes)?.metadata.resource_version;
-    let count = sizes.watch_events;
-    let watchers = sizes.watchers;
-    let rate = sizes.watch_rate;
-    let interval = Duration::from_nanos(1_000_000_000 / rate);
-    let base = Instant::now();
-    let deadline = base + interval * count as u32 + Duration::from_secs(20);
+    Ok(parse_list(&bytes)?.metadata.resource_version)
+}
 
-    eprintln!("watch: {watchers} watchers, {count} writes at {rate}/s");
+/// Starts `watchers` [`watcher`]s of the ConfigMaps of `ns` from `rv`, each on its own
+/// connection, and waits until every one has its stream open.
+async fn start_watchers(
+    target: &Target,
+    ns: &str,
+    rv: &str,
+    watchers: usize,
+    count: usize,
+    base: Instant,
+    deadline: Instant,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<Vec<u64>>>>> {
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(watchers);
     let mut handles = Vec::new();
     for _ in 0..watchers {
         let conn = target.connect().await?;
         let path = format!(
-            "/api/v1/namespaces/watch/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=300"
+            "/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=300"
         );
         handles.push(tokio::spawn(watcher(
             conn,
@@ -1517,6 +1097,20 @@ async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> a
     for _ in 0..watchers {
         ready_rx.recv().await.context("a watcher failed to start")?;
     }
+    Ok(handles)
+}
+
+async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> anyhow::Result<()> {
+    let rv = watch_namespace(target, "watch").await?;
+    let count = sizes.watch_events;
+    let watchers = sizes.watchers;
+    let rate = sizes.watch_rate;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let base = Instant::now();
+    let deadline = base + interval * count as u32 + Duration::from_secs(20);
+
+    eprintln!("watch: {watchers} watchers, {count} writes at {rate}/s");
+    let handles = start_watchers(target, "watch", &rv, watchers, count, base, deadline).await?;
 
     // Writers: paced, 4 connections so one slow create does not delay the schedule.
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(NOT_YET)).collect());
@@ -1570,8 +1164,8 @@ async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> a
             last_receive = last_receive.max(r);
         }
     }
-    let delivered = from_send.len();
     let from_send = Latencies::new(from_send);
+    let delivered = from_send.count();
     let creates = Latencies::new(
         sent.iter()
             .zip(acked.iter())
@@ -1598,24 +1192,14 @@ async fn watch_latency(report: &mut Report, target: &Target, sizes: &Sizes) -> a
         format!(
             "{watchers} watchers, {count} creates at {rate}/s: receive - send (p50 / p99 / max)"
         ),
-        format!(
-            "{} / {} / {}",
-            ms(from_send.median()),
-            ms(from_send.pct(99.0)),
-            ms(from_send.max())
-        ),
+        from_send.p50_p99_max(),
         "p99 < 10 ms",
         from_send.pct(99.0) < TARGET_P99,
     );
     report.add(
         "watch",
         "  of which the create itself: send - ack (p50 / p99 / max)",
-        format!(
-            "{} / {} / {}",
-            ms(creates.median()),
-            ms(creates.pct(99.0)),
-            ms(creates.max())
-        ),
+        creates.p50_p99_max(),
     );
     report.add(
         "watch",
@@ -1649,49 +1233,18 @@ async fn watch_throughput(
 ) -> anyhow::Result<()> {
     let count = sizes.watch_events;
     let watchers = sizes.watchers;
-    let mut conn = target.connect().await?;
-    create_namespace(&mut conn, "watch2").await?;
-    let bytes = conn
-        .expect(
-            Method::GET,
-            "/api/v1/namespaces/watch2/configmaps",
-            None,
-            StatusCode::OK,
-        )
-        .await?;
-    let rv = parse_list(&bytes)?.metadata.resource_version;
+    let rv = watch_namespace(target, "watch2").await?;
     let base = Instant::now();
     let deadline = base + Duration::from_secs(60);
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(watchers);
-    let mut handles = Vec::new();
-    for _ in 0..watchers {
-        let conn = target.connect().await?;
-        let path = format!(
-            "/api/v1/namespaces/watch2/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=300"
-        );
-        handles.push(tokio::spawn(watcher(
-            conn,
-            path,
-            count,
-            base,
-            deadline,
-            ready_tx.clone(),
-        )));
-    }
-    drop(ready_tx);
-    for _ in 0..watchers {
-        ready_rx.recv().await.context("a watcher failed to start")?;
-    }
+    let handles = start_watchers(target, "watch2", &rv, watchers, count, base, deadline).await?;
     eprintln!("watch: {watchers} watchers, {count} writes as fast as possible");
     let started = base.elapsed().as_nanos() as u64;
-    let writes = load(target, sizes.concurrent_clients, count, |i| {
-        (
-            Method::POST,
-            "/api/v1/namespaces/watch2/configmaps".to_string(),
-            Some(configmap(&format!("w-{i:06}"))),
-            StatusCode::CREATED,
-        )
-    })
+    let writes = load(
+        target,
+        sizes.concurrent_clients,
+        count,
+        post_configmap("/api/v1/namespaces/watch2/configmaps", "w"),
+    )
     .await?;
     let mut delivered = 0usize;
     let mut last = 0u64;
@@ -1724,118 +1277,57 @@ async fn watch_throughput(
 
 // ---------------------------------------------------------------------------------------------
 
-fn machine(report: &mut Report, dir: &Path) {
-    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "?".into());
-    let mem = first_line_with("/proc/meminfo", "MemTotal").unwrap_or_else(|| "?".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    report.add("machine", "CPU", format!("{cores} x {cpu}"));
-    report.add("machine", "memory", mem);
-    report.add("machine", "kernel", kernel);
-    report.add("machine", "data dir", dir.display().to_string());
-    report.add("machine", "data dir filesystem", filesystem_of(dir));
-    report.add("machine", "load average at start (1/5/15 min)", loadavg());
-    report.add(
-        "machine",
-        "server binary",
-        berth_binary().display().to_string(),
-    );
+fn main() {
+    if !common::run_as_bench("control_plane") {
+        return;
+    }
+    common::start_watchdog("control_plane", DEADLINE);
+    let quick = std::env::var("BERTH_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let root = common::make_root("berth-bench-", |_| {});
+
+    let started = Instant::now();
+    let mut report = Report::new(false);
+    let result = run(&mut report, &sizes, root.path());
+    let total = started.elapsed();
+    report.print(&format!(
+        "berth control plane benchmark{} ({:.0} s)",
+        if quick { " (QUICK sizes)" } else { "" },
+        total.as_secs_f64()
+    ));
+    common::unregister_root();
+    drop(root);
+    if let Err(error) = result {
+        eprintln!("control_plane bench failed: {error:#}");
+        common::kill_registered_and_exit(1);
+    }
+}
+
+fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
+    common::machine(report, root, "CPU", true);
     report.add(
         "machine",
         "client",
         "lean: hyper HTTP/1.1 + tokio-rustls, 1 keep-alive connection per client",
     );
-}
-
-fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` does not, and a bench is no test.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "control_plane: a benchmark; run it with `cargo bench -p berth --bench control_plane`"
-        );
-        return;
-    }
-    start_watchdog();
-    let quick = std::env::var("BERTH_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
-    let parent = std::env::var_os("BERTH_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&parent).expect("create the bench's parent dir");
-    let root = tempfile::Builder::new()
-        .prefix("berth-bench-")
-        .tempdir_in(&parent)
-        .expect("make the bench's temp dir");
-    *ROOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.path().to_path_buf());
-
-    let started = Instant::now();
-    let mut report = Report::default();
-    let result = run(&mut report, &sizes, root.path());
-    let total = started.elapsed();
-    println!();
-    println!(
-        "berth control plane benchmark{} ({:.0} s)",
-        if quick { " (QUICK sizes)" } else { "" },
-        total.as_secs_f64()
-    );
-    println!();
-    report.print();
-    println!();
-    println!("load average at end (1/5/15 min): {}", loadavg());
-    *ROOT.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    drop(root);
-    if let Err(error) = result {
-        eprintln!("control_plane bench failed: {error:#}");
-        kill_registered_and_exit(1);
-    }
-}
-
-fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
-    machine(report, root);
     if is_tmpfs(root) {
         report.note(format!(
             "{} is on tmpfs: durability numbers mean nothing there; set BERTH_BENCH_DIR to a disk",
             root.display()
         ));
     }
-    let busy = cpu_busy_percent(Duration::from_secs(1));
-    report.add(
-        "machine",
-        "CPU busy (all cores) in the second before the run",
-        format!("{busy:.0}%"),
-    );
-    if busy > 10.0 {
-        report.note(format!(
-            "the machine was not idle at the start ({busy:.0}% CPU busy): other work shares \
-             the cores, so these numbers are pessimistic"
-        ));
-    }
-    if cfg!(debug_assertions) {
-        report.note("this bench was built without optimizations; numbers are not representative");
-    }
-
-    let only = std::env::var("BERTH_BENCH_ONLY").ok();
-    let wants = |phase: &str| {
-        only.as_deref()
-            .is_none_or(|only| only.split(',').any(|p| p.trim() == phase))
-    };
-    if let Some(only) = &only {
-        report.note(format!("only these phases ran (BERTH_BENCH_ONLY): {only}"));
-    }
+    common::note_conditions(report);
+    let phases = Phases::from_env(report);
 
     // 6. The floor first, while nothing else of ours runs.
-    let (single, batched16) = if wants("floor") {
+    let (single, batched16) = if phases.wants("floor") {
         floor(report, sizes, root)?
     } else {
         (f64::NAN, f64::NAN)
     };
 
     // 4. Cold starts (each its own server, stopped before the next).
-    if wants("cold") {
+    if phases.wants("cold") {
         eprintln!(
             "cold start: {} fresh + {} existing",
             sizes.cold_runs, sizes.cold_runs
@@ -1843,9 +1335,10 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
         cold_starts(report, root, sizes.cold_runs)?;
     }
 
-    // The long-running server for everything else.
+    // The long-running server for everything else. It runs no node agent: the pods the load
+    // phases create are API objects to store and watch, not workloads for this machine.
     let data_dir = root.join("main");
-    let mut server = Server::spawn(&data_dir);
+    let mut server = Server::spawn(&data_dir, &["--disable-agent"], None)?;
     server.wait_up()?;
     eprintln!("server: pid {}, port {}", server.pid, server.port);
     let target = Target::load(&data_dir, server.port)?;
@@ -1865,7 +1358,7 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
     report.check(
         "memory",
         format!(
-            "idle VmRSS after start (1 request served; {} threads)",
+            "idle VmRSS after start, --disable-agent (1 request served; {} threads)",
             server.threads()
         ),
         mib(rss),
@@ -1873,7 +1366,7 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
         rss < TARGET_IDLE_RSS_KIB,
     );
 
-    if wants("creates") {
+    if phases.wants("creates") {
         let (serial, concurrent) =
             runtime.block_on(creates(report, &target, sizes, &data_dir, server.port))?;
         if !single.is_nan() {
@@ -1900,10 +1393,10 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    if wants("pods") {
+    if phases.wants("pods") {
         runtime.block_on(pods(report, &target, sizes, &server))?;
     }
-    if wants("watch") {
+    if phases.wants("watch") {
         runtime.block_on(watch_latency(report, &target, sizes))?;
         runtime.block_on(watch_throughput(report, &target, sizes))?;
     }
@@ -1917,10 +1410,10 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
         format!("{} (peak {})", mib(rss), mib(hwm)),
     );
     drop(runtime);
-    server.stop();
+    server.stop(STOP_GRACE);
 
     // 4b. Cold start on the populated data dir.
-    if wants("cold") {
+    if phases.wants("cold") {
         populated_cold_starts(report, sizes, &data_dir)?;
     }
     Ok(())

@@ -28,13 +28,15 @@
 //!
 //! This is a benchmark, not a test: nothing here fails on a missed target; it says so.
 
+mod common;
+
 #[path = "../../berth-image/tests/common/mod.rs"]
 mod fixtures;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,6 +46,8 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+
+use common::{Latencies, Phases, Report, Server, berth_binary, kill_pid, ms};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and targets
@@ -85,51 +89,24 @@ const ROUND: usize = 100;
 
 const NAMESPACE: &str = "default";
 const IMAGE: &str = "busybox:test";
+/// How long a stopped server may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------------
-// Cleanup: the berth child and the temporary root are registered, so even the watchdog's exit
-// leaves nothing behind: berth is killed, then every process of the pods' cgroups and every
-// shim of this data dir, then the mounts below the root are detached and the root removed.
+// Cleanup: the berth child and the temporary root are registered (see common), so even the
+// watchdog's exit leaves nothing behind: berth is killed, then every process of the pods'
+// cgroups and every shim of this data dir, then the mounts below the root are detached and the
+// root removed.
 
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-static ROOT: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-fn registered_children() -> std::sync::MutexGuard<'static, Vec<u32>> {
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn kill_pid(pid: i32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+/// What an early exit does before it removes the root, once berth is killed: kills what berth
+/// left and detaches the pods' mounts.
+fn clear_root(root: &Path) {
+    let killed = kill_leftovers(root);
+    if killed > 0 {
+        eprintln!("pods bench: killed {killed} leftover processes");
     }
-}
-
-fn kill_registered_and_exit(code: i32) -> ! {
-    for pid in registered_children().drain(..) {
-        kill_pid(pid as i32);
-    }
-    if let Some(root) = ROOT.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        std::thread::sleep(Duration::from_millis(200));
-        let killed = kill_leftovers(&root);
-        if killed > 0 {
-            eprintln!("pods bench: killed {killed} leftover processes");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        detach_mounts(&root);
-        let _ = std::fs::remove_dir_all(root);
-    }
-    std::process::exit(code);
-}
-
-fn start_watchdog() {
-    std::thread::spawn(|| {
-        std::thread::sleep(DEADLINE);
-        eprintln!(
-            "pods bench: still running after {} s; stopping",
-            DEADLINE.as_secs()
-        );
-        kill_registered_and_exit(2);
-    });
+    std::thread::sleep(Duration::from_millis(200));
+    detach_mounts(root);
 }
 
 /// The processes this bench's berth left: shims (their command line names a bundle under
@@ -216,25 +193,6 @@ fn detach_mounts(root: &Path) {
 // ---------------------------------------------------------------------------------------------
 // The server process
 
-struct Server {
-    child: Option<Child>,
-    pid: u32,
-    port: u16,
-    data_dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// The `berth` Cargo built for this bench, or `BERTH_BENCH_BINARY` (to measure another build).
-fn berth_binary() -> PathBuf {
-    std::env::var_os("BERTH_BENCH_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berth")))
-}
-
 fn server_log() -> Option<(String, PathBuf)> {
     let level = std::env::var("BERTH_BENCH_LOG").ok()?;
     Some((
@@ -243,110 +201,8 @@ fn server_log() -> Option<(String, PathBuf)> {
     ))
 }
 
-impl Server {
-    /// Starts `berth up` and waits for "berth is up".
-    fn start(data_dir: &Path) -> anyhow::Result<Server> {
-        let port = free_port();
-        let mut command = Command::new(berth_binary());
-        command
-            .arg("up")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped());
-        match server_log() {
-            Some((level, path)) => {
-                let file = std::fs::File::create(&path).context("create the server log")?;
-                command.env("BERTH_LOG", level).stderr(file);
-            }
-            None => {
-                command.env("BERTH_LOG", "warn").stderr(Stdio::inherit());
-            }
-        }
-        let mut child = command.spawn().context("start berth")?;
-        let pid = child.id();
-        registered_children().push(pid);
-        let stdout = child.stdout.take().context("berth's stdout")?;
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = Server {
-            child: Some(child),
-            pid,
-            port,
-            data_dir: data_dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) if line.starts_with("berth is up") => return Ok(server),
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some(child) = server.child.as_mut()
-                        && let Ok(Some(status)) = child.try_wait()
-                    {
-                        bail!("berth exited before it was up: {status}");
-                    }
-                    if Instant::now() > deadline {
-                        bail!("berth did not come up in 30 s");
-                    }
-                }
-            }
-        }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.data_dir.join("admin.kubeconfig")
-    }
-
-    /// SIGTERM, then waits (killing it after 15 s).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-            registered_children().retain(|p| *p != self.pid);
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            registered_children().retain(|p| *p != self.pid);
-        }
-    }
-}
-
-async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).context("read kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .context("kube config")?;
+async fn client(data_dir: &Path) -> anyhow::Result<kube::Client> {
+    let config = common::kube_config(data_dir).await?;
     kube::Client::try_from(config).context("kube client")
 }
 
@@ -391,32 +247,9 @@ fn import_busybox(root: &Path, data_dir: &Path) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Statistics and the report
-
-struct Latencies(Vec<Duration>);
+// Statistics
 
 impl Latencies {
-    fn new(mut samples: Vec<Duration>) -> Latencies {
-        samples.sort();
-        Latencies(samples)
-    }
-    /// Nearest-rank percentile.
-    fn pct(&self, p: f64) -> Duration {
-        if self.0.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
-        self.0[rank.clamp(1, self.0.len()) - 1]
-    }
-    fn max(&self) -> Duration {
-        self.0.last().copied().unwrap_or_default()
-    }
-    fn min(&self) -> Duration {
-        self.0.first().copied().unwrap_or_default()
-    }
-    fn median(&self) -> Duration {
-        self.pct(50.0)
-    }
     fn summary(&self) -> String {
         format!(
             "p50 {} / p99 {} (min {}, max {}; n={})",
@@ -424,229 +257,15 @@ impl Latencies {
             ms(self.pct(99.0)),
             ms(self.min()),
             ms(self.max()),
-            self.0.len()
+            self.count()
         )
     }
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
-struct Row {
-    section: &'static str,
-    metric: String,
-    value: String,
-    target: String,
-    verdict: String,
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<Row>,
-    notes: Vec<String>,
-    misses: Vec<String>,
-}
-
-impl Report {
-    fn add(&mut self, section: &'static str, metric: impl Into<String>, value: impl Into<String>) {
-        self.rows.push(Row {
-            section,
-            metric: metric.into(),
-            value: value.into(),
-            target: String::new(),
-            verdict: String::new(),
-        });
-        eprintln!("  {}", self.rows.last().map(line_of).unwrap_or_default());
-    }
-
-    fn check(
-        &mut self,
-        section: &'static str,
-        metric: impl Into<String>,
-        value: impl Into<String>,
-        target: impl Into<String>,
-        met: bool,
-    ) {
-        let metric = metric.into();
-        let target = target.into();
-        if !met {
-            self.misses.push(format!("{metric} (target {target})"));
-        }
-        self.rows.push(Row {
-            section,
-            metric,
-            value: value.into(),
-            target,
-            verdict: if met { "met" } else { "MISSED" }.to_string(),
-        });
-        eprintln!("  {}", self.rows.last().map(line_of).unwrap_or_default());
-    }
-
-    fn note(&mut self, note: impl Into<String>) {
-        let note = note.into();
-        eprintln!("  note: {note}");
-        self.notes.push(note);
-    }
-
-    fn print(&self) {
-        let width = |f: fn(&Row) -> usize| self.rows.iter().map(f).max().unwrap_or(0);
-        let w = [
-            width(|r| r.section.len()),
-            width(|r| r.metric.len()),
-            width(|r| r.value.len()),
-            width(|r| r.target.len()).max(6),
-        ];
-        println!(
-            "| {:w0$} | {:w1$} | {:w2$} | {:w3$} | {:6} |",
-            "area",
-            "metric",
-            "result",
-            "target",
-            "met?",
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        );
-        println!(
-            "|{}|{}|{}|{}|{}|",
-            "-".repeat(w[0] + 2),
-            "-".repeat(w[1] + 2),
-            "-".repeat(w[2] + 2),
-            "-".repeat(w[3] + 2),
-            "-".repeat(8)
-        );
-        for r in &self.rows {
-            println!(
-                "| {:w0$} | {:w1$} | {:w2$} | {:w3$} | {:6} |",
-                r.section,
-                r.metric,
-                r.value,
-                r.target,
-                r.verdict,
-                w0 = w[0],
-                w1 = w[1],
-                w2 = w[2],
-                w3 = w[3]
-            );
-        }
-        println!();
-        if self.misses.is_empty() {
-            println!("All stated targets are met.");
-        } else {
-            println!("TARGETS MISSED ({}):", self.misses.len());
-            for m in &self.misses {
-                println!("  - {m}");
-            }
-        }
-        if !self.notes.is_empty() {
-            println!();
-            println!("Notes:");
-            for n in &self.notes {
-                println!("  - {n}");
-            }
-        }
-    }
-}
-
-fn line_of(r: &Row) -> String {
-    if r.target.is_empty() {
-        format!("{}: {}", r.metric, r.value)
-    } else {
-        format!(
-            "{}: {}   [target {}: {}]",
-            r.metric, r.value, r.target, r.verdict
-        )
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The machine
-
-fn first_line_with(path: &str, prefix: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The share of CPU time (all cores) not idle over `window`, from /proc/stat.
-fn cpu_busy_percent(window: Duration) -> f64 {
-    fn sample() -> Option<(u64, u64)> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        let fields: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-        Some((idle, fields.iter().sum()))
-    }
-    let Some((idle0, total0)) = sample() else {
-        return f64::NAN;
-    };
-    std::thread::sleep(window);
-    let Some((idle1, total1)) = sample() else {
-        return f64::NAN;
-    };
-    let total = total1.saturating_sub(total0).max(1) as f64;
-    100.0 * (1.0 - idle1.saturating_sub(idle0) as f64 / total)
 }
 
 /// CPU time (all cores, all processes) used between two calls, from /proc/stat, in seconds.
 fn cpu_busy_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return f64::NAN;
-    };
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return f64::NAN;
-    };
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    let total: u64 = fields.iter().sum();
     // USER_HZ is 100 on Linux.
-    (total - idle) as f64 / 100.0
-}
-
-fn machine(report: &mut Report, dir: &Path) {
-    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "?".into());
-    let mem = first_line_with("/proc/meminfo", "MemTotal").unwrap_or_else(|| "?".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    report.add("machine", "CPU (nproc x model)", format!("{cores} x {cpu}"));
-    report.add("machine", "memory", mem);
-    report.add("machine", "kernel", kernel);
-    report.add("machine", "data dir", dir.display().to_string());
-    report.add("machine", "load average at start (1/5/15 min)", loadavg());
-    report.add(
-        "machine",
-        "server binary",
-        berth_binary().display().to_string(),
-    );
+    common::cpu_times().map_or(f64::NAN, |(idle, total)| (total - idle) as f64 / 100.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1127,6 +746,19 @@ fn report_deletes(report: &mut Report, section: &'static str, phase: &Phase) {
     );
 }
 
+fn report_cpu(report: &mut Report, section: &'static str, phase: &Phase) {
+    report.add(
+        section,
+        "  CPU used by the machine over the phase",
+        format!(
+            "{:.1} CPU-s in {:.1} s ({:.0} CPU-ms per pod)",
+            phase.cpu_seconds,
+            phase.span.as_secs_f64(),
+            phase.cpu_seconds * 1e3 / phase.timelines.len() as f64
+        ),
+    );
+}
+
 /// Picks one duration of a pod's timeline, if it has both ends.
 type Pick = dyn Fn(&Timeline, &Seen) -> Option<Duration>;
 
@@ -1176,37 +808,22 @@ fn report_breakdown(report: &mut Report, section: &'static str, phase: &Phase) {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` does not, and a bench is no test.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("pods: a benchmark; run it with `cargo bench -p berth --bench pods`");
+    if !common::run_as_bench("pods") {
         return;
     }
-    start_watchdog();
+    common::start_watchdog("pods", DEADLINE);
     let sizes = Sizes::from_env();
-    let parent = std::env::var_os("BERTH_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&parent).expect("create the bench's parent dir");
-    let root = tempfile::Builder::new()
-        .prefix("berth-pods-bench-")
-        .tempdir_in(&parent)
-        .expect("make the bench's temp dir");
-    *ROOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.path().to_path_buf());
+    let root = common::make_root("berth-pods-bench-", clear_root);
 
     let started = Instant::now();
-    let mut report = Report::default();
+    let mut report = Report::new(true);
     let result = run(&mut report, &sizes, root.path());
     let total = started.elapsed();
-    println!();
-    println!(
+    report.print(&format!(
         "berth pods benchmark ({} pods per phase, {:.0} s)",
         sizes.pods,
         total.as_secs_f64()
-    );
-    println!();
-    report.print();
-    println!();
-    println!("load average at end (1/5/15 min): {}", loadavg());
+    ));
     let left = leftovers(root.path());
     if !left.is_empty() {
         eprintln!(
@@ -1216,45 +833,24 @@ fn main() {
     }
     if let Err(error) = result {
         eprintln!("pods bench failed: {error:#}");
-        kill_registered_and_exit(1);
+        common::kill_registered_and_exit(1);
     }
     if !left.is_empty() {
-        kill_registered_and_exit(1);
+        common::kill_registered_and_exit(1);
     }
-    *ROOT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    common::unregister_root();
     detach_mounts(root.path());
     drop(root);
 }
 
 fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
-    machine(report, root);
-    let busy = cpu_busy_percent(Duration::from_secs(1));
-    report.add(
-        "machine",
-        "CPU busy (all cores) in the second before the run",
-        format!("{busy:.0}%"),
-    );
-    if busy > 10.0 {
-        report.note(format!(
-            "the machine was not idle at the start ({busy:.0}% CPU busy): other work shares \
-             the cores, so these numbers are pessimistic"
-        ));
-    }
-    if cfg!(debug_assertions) {
-        report.note("this bench was built without optimizations; numbers are not representative");
-    }
-    let only = std::env::var("BERTH_BENCH_ONLY").ok();
-    let wants = |phase: &str| {
-        only.as_deref()
-            .is_none_or(|only| only.split(',').any(|p| p.trim() == phase))
-    };
-    if let Some(only) = &only {
-        report.note(format!("only these phases ran (BERTH_BENCH_ONLY): {only}"));
-    }
+    common::machine(report, root, "CPU (nproc x model)", false);
+    common::note_conditions(report);
+    let phases = Phases::from_env(report);
     let n = sizes.pods;
 
     // The floor first, while nothing of berth runs.
-    let floor_p99 = if wants("floor") {
+    let floor_p99 = if phases.wants("floor") {
         eprintln!("floor: unshare x {}", sizes.floor_runs);
         let (running, exited) = floor(sizes.floor_runs)?;
         report.add(
@@ -1269,7 +865,8 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
     };
 
     let data_dir = root.join("data");
-    let mut server = Server::start(&data_dir)?;
+    let mut server = Server::spawn(&data_dir, &[], server_log())?;
+    server.wait_up()?;
     eprintln!("server: pid {}, port {}", server.pid, server.port);
     import_busybox(root, &data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1278,13 +875,13 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
         .build()
         .context("bench runtime")?;
     let result = runtime.block_on(async {
-        let client = client(&server.kubeconfig()).await?;
+        let client = client(&data_dir).await?;
         let node = wait_node_ready(&client).await?;
         eprintln!("node {node} is Ready");
         // One warm-up pod: the first start pays for page-cache misses of the image and binary.
         run_phase(&client, &data_dir, "warmup", 1, &Pace::Burst(1), false).await?;
 
-        if wants("running") {
+        if phases.wants("running") {
             eprintln!("running: {n} pods at {}/s", sizes.rate);
             let phase = run_phase(&client, &data_dir, "run", n, &Pace::Steady(sizes.rate), false).await?;
             let running = phase.running();
@@ -1294,26 +891,12 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
                     "create -> Running, {n} pods at a steady {}/s (p50 / p99 / max)",
                     sizes.rate
                 ),
-                format!(
-                    "{} / {} / {}",
-                    ms(running.median()),
-                    ms(running.pct(99.0)),
-                    ms(running.max())
-                ),
+                running.p50_p99_max(),
                 "p99 < 100 ms",
                 running.pct(99.0) < TARGET_P99_RUNNING,
             );
             report_breakdown(report, "running", &phase);
-            report.add(
-                "running",
-                "  CPU used by the machine over the phase",
-                format!(
-                    "{:.1} CPU-s in {:.1} s ({:.0} CPU-ms per pod)",
-                    phase.cpu_seconds,
-                    phase.span.as_secs_f64(),
-                    phase.cpu_seconds * 1e3 / n as f64
-                ),
-            );
+            report_cpu(report, "running", &phase);
             if let Some(floor_p99) = floor_p99 {
                 let ratio = running.pct(99.0).as_secs_f64() / floor_p99.as_secs_f64();
                 report.check(
@@ -1331,7 +914,7 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
             report_deletes(report, "running", &phase);
         }
 
-        if wants("ready") {
+        if phases.wants("ready") {
             eprintln!("ready: {n} pods with an exec readiness probe at {}/s", sizes.rate);
             let phase = run_phase(&client, &data_dir, "ready", n, &Pace::Steady(sizes.rate), true).await?;
             let ready = phase.lat(|t, s| s.ready.map(|r| r - t.sent));
@@ -1341,12 +924,7 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
                     "create -> Ready, exec probe [true] every 1 s, {n} pods at {}/s (p50 / p99 / max)",
                     sizes.rate
                 ),
-                format!(
-                    "{} / {} / {}",
-                    ms(ready.median()),
-                    ms(ready.pct(99.0)),
-                    ms(ready.max())
-                ),
+                ready.p50_p99_max(),
             );
             report.add(
                 "ready",
@@ -1363,7 +941,7 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
             report_deletes(report, "ready", &phase);
         }
 
-        if wants("burst") {
+        if phases.wants("burst") {
             eprintln!(
                 "burst: {n} pods as fast as possible ({} clients)",
                 sizes.burst_clients
@@ -1392,16 +970,7 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
                 phase.running().summary(),
             );
             report_breakdown(report, "burst", &phase);
-            report.add(
-                "burst",
-                "  CPU used by the machine over the phase",
-                format!(
-                    "{:.1} CPU-s in {:.1} s ({:.0} CPU-ms per pod)",
-                    phase.cpu_seconds,
-                    phase.span.as_secs_f64(),
-                    phase.cpu_seconds * 1e3 / n as f64
-                ),
-            );
+            report_cpu(report, "burst", &phase);
             report_deletes(report, "burst", &phase);
         }
         anyhow::Ok(())
@@ -1409,11 +978,11 @@ fn run(report: &mut Report, sizes: &Sizes, root: &Path) -> anyhow::Result<()> {
     if result.is_err() {
         // Leave no pods running: try to delete them through the API before stopping berth.
         let _ = runtime.block_on(async {
-            let client = client(&server.kubeconfig()).await?;
+            let client = client(&data_dir).await?;
             tokio::time::timeout(Duration::from_secs(60), delete_all(&client, &data_dir)).await?
         });
     }
     drop(runtime);
-    server.stop();
+    server.stop(STOP_GRACE);
     result
 }
