@@ -46,7 +46,7 @@ enum StdinInner {
     Framed(Arc<Mutex<ChildStdin>>),
 }
 
-fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
     out.push(kind);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());

@@ -30,8 +30,7 @@ use crate::config::ExecRequest;
 use crate::error::chain;
 use crate::exec::{FRAME_CLOSE, FRAME_DATA, FRAME_HEADER, FRAME_RESIZE};
 use crate::record::{self, CONFIG_FILE, LIBCONTAINER_ROOT, SHIM_CONFIG_FILE, ShimConfig};
-use crate::shim::{receive_pty_master, write_all};
-use crate::sys;
+use crate::shim::{exit_code, pidfd_open, receive_pty_master, write_all};
 
 /// Entry point of `__exec`. Returns the process exit code.
 pub(crate) fn main(bundle: &Path, request: &str) -> i32 {
@@ -132,7 +131,7 @@ fn run(bundle: &Path, request: &str) -> Result<i32, String> {
             other => break other.map_err(|e| format!("waitpid: {e}"))?,
         }
     };
-    Ok(sys::exit_code(status).0)
+    Ok(exit_code(status).0)
 }
 
 struct RemoveOnDrop(Vec<PathBuf>);
@@ -154,7 +153,7 @@ fn dup_cloexec(fd: i32) -> Result<OwnedFd, String> {
 /// Relays between the helper's stdio and the terminal until the command exits (its pidfd
 /// becomes readable), then copies what output is left.
 fn relay_terminal(pid: Pid, master: &OwnedFd) -> Result<(), String> {
-    let pidfd = sys::pidfd_open(pid.as_raw()).map_err(|e| format!("pidfd_open: {e}"))?;
+    let pidfd = pidfd_open(pid)?;
     let stdin = std::io::stdin();
     let stdin_fd = stdin.as_fd();
     let stdout = dup_cloexec(1)?;
@@ -268,13 +267,7 @@ fn apply_frames(frames: &mut Vec<u8>, master: &OwnedFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![kind];
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
+    use crate::exec::frame;
 
     #[test]
     fn frames_are_applied_whole() {

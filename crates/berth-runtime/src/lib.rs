@@ -10,15 +10,14 @@
 //!
 //! Modules:
 //! - `config`: [`ContainerConfig`], [`Mount`], [`ExecRequest`];
-//! - `spec`: [`oci_spec`], the pure config → OCI spec function;
+//! - `spec`: `oci_spec`, the pure config → OCI spec function;
 //! - `runtime`: [`Runtime`], the client side (bundles, shims, state, signals, removal);
 //! - `shim`: the per-container shim process;
 //! - `exec` and `exec_helper`: [`ExecProcess`] and the `__exec` helper process;
 //! - `crilog`: the CRI-format log writer with size rotation;
 //! - `record`: the bundle's files and how they are written;
 //! - `cgroup`: cgroup placement, OOM detection and cleanup;
-//! - `pod`: [`PodNamespaces`], namespaces shared by a pod's containers;
-//! - `sys`: pidfd and subreaper system calls.
+//! - `pod`: [`PodNamespaces`], namespaces shared by a pod's containers.
 
 mod cgroup;
 mod config;
@@ -31,17 +30,12 @@ mod record;
 mod runtime;
 mod shim;
 mod spec;
-mod sys;
 
-pub use config::{ContainerConfig, ExecRequest, MAX_ID_LEN, Mount, MountKind};
-pub use crilog::{CriLogWriter, MAX_LINE, Stream};
+pub use config::{ContainerConfig, ExecRequest, Mount, MountKind};
 pub use error::Error;
 pub use exec::{ExecProcess, ExecStdin, Resizer};
-pub use libcontainer::oci_spec::runtime::Spec;
 pub use pod::PodNamespaces;
-pub use record::rfc3339_nanos;
 pub use runtime::{ContainerState, Runtime, Started};
-pub use spec::{DEFAULT_CAPABILITIES, DEFAULT_PATH, NOFILE_LIMIT, oci_spec};
 
 pub(crate) const SHIM_SUBCOMMAND: &str = "__shim";
 pub(crate) const EXEC_SUBCOMMAND: &str = "__exec";

@@ -6,7 +6,7 @@
 //!   config.json                  OCI spec (written by Runtime::start)
 //!   shim.json                    ShimConfig: what the shim needs beyond the spec
 //!   shim.log                     the shim's own stderr (diagnostics)
-//!   state.json                   StateRecord, once the container runs
+//!   state.json                   StateRecord: the shim at once, the container's init once it runs
 //!   exit.json                    ExitRecord, once it has exited and been cleaned up
 //!   stdin                        FIFO to the container's stdin (only with `stdin: true`)
 //!   youki/<id>/                  libcontainer's state (removed by the shim on exit)
@@ -34,7 +34,6 @@ pub(crate) const LIBCONTAINER_ROOT: &str = "youki";
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ShimConfig {
     pub id: String,
-    pub pod_uid: String,
     pub cgroups_path: PathBuf,
     pub log_path: PathBuf,
     pub log_max_bytes: u64,
@@ -42,18 +41,28 @@ pub(crate) struct ShimConfig {
     pub stdin: bool,
 }
 
-/// Written by the shim once the container's process runs.
+/// Written by the shim first thing (naming the shim, so that a client can always find it and
+/// [`crate::Runtime::remove`] never leaves it behind), and again once the container runs.
+///
+/// A start time is in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid it
+/// names one process, even after the pid is reused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StateRecord {
-    pub pid: i32,
-    /// The init's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the
-    /// pid it names one process, even after the pid is reused.
-    pub pid_start_time: u64,
-    pub started_at: String,
-    pub started_at_unix_nanos: u64,
     pub shim_pid: i32,
     pub shim_start_time: u64,
+    /// The container's init, once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitRecord>,
+}
+
+/// The container's init process.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InitRecord {
+    pub pid: i32,
+    pub start_time: u64,
+    pub started_at_unix_nanos: u64,
 }
 
 /// Written by the shim after the container's init exited and the container was deleted (or by
@@ -68,7 +77,6 @@ pub(crate) struct ExitRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub started_at_unix_nanos: u64,
-    pub finished_at: String,
     pub finished_at_unix_nanos: u64,
 }
 
@@ -123,32 +131,9 @@ pub(crate) fn from_unix_nanos(nanos: u64) -> SystemTime {
 
 /// Formats a time as RFC 3339 in UTC with nanoseconds (`2023-11-14T22:13:20.000000005Z`),
 /// which Go's `time.RFC3339Nano` parser (kubelet's) reads.
-pub fn rfc3339_nanos(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+pub(crate) fn rfc3339_nanos(t: SystemTime) -> String {
+    let t = jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    format!("{t:.9}")
 }
 
 /// A process's start time (clock ticks since boot), or `None` if it does not exist.
@@ -158,20 +143,6 @@ pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 1..];
     // After ")" come field 3 (state) onwards; start time is field 22.
     after.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether a process is a zombie or dead (`/proc/<pid>/stat` state `Z` or `X`).
-pub(crate) fn process_is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rfind(')').map(|i| s[i + 1..].to_string())?;
-            after
-                .split_whitespace()
-                .next()
-                .map(|st| st == "Z" || st == "X")
-        })
-        .unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -188,10 +159,18 @@ mod tests {
     }
 
     #[test]
-    fn own_start_time() {
-        let me = std::process::id() as i32;
-        assert!(process_start_time(me).is_some());
-        assert!(!process_is_zombie(me));
+    fn start_times_name_processes() {
+        let me = process_start_time(std::process::id() as i32).expect("own start time");
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        let theirs = process_start_time(pid).expect("child start time");
+        assert!(theirs >= me, "{theirs} < {me}");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert_eq!(process_start_time(pid), None);
     }
 
     #[test]
@@ -203,7 +182,6 @@ mod tests {
             reason: "OOMKilled".into(),
             message: None,
             started_at_unix_nanos: 1,
-            finished_at: rfc3339_nanos(UNIX_EPOCH),
             finished_at_unix_nanos: 2,
         };
         write_atomic(dir.path(), EXIT_FILE, &rec)?;

@@ -5,15 +5,21 @@
 //! Every answer comes from the bundle's files and the live processes they name, so a new
 //! `Runtime` on the same root (after berth restarts) sees exactly what the old one saw.
 
+use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use libcontainer::oci_spec::runtime::{PosixRlimitBuilder, Spec};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use rustix::process::{Pid, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
+use crate::Error;
 use crate::cgroup;
 use crate::config::{ContainerConfig, ExecRequest, validate_id};
 use crate::exec::{ExecProcess, ExecStdin};
@@ -22,11 +28,13 @@ use crate::record::{
     STATE_FILE, STDIN_FIFO, ShimConfig, StateRecord,
 };
 use crate::spec::oci_spec;
-use crate::{Error, sys};
 
 /// How long start() waits for the shim's verdict. Creating a container takes tens of
 /// milliseconds; this only bounds a hung shim.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long remove() waits for a shim it killed to be gone, in milliseconds.
+const SHIM_EXIT_TIMEOUT_MS: u16 = 5000;
 
 /// The runtime's state directory and the binary it re-executes for shims and exec helpers.
 #[derive(Debug, Clone)]
@@ -35,6 +43,19 @@ pub struct Runtime {
     exe: PathBuf,
     /// berth's own cgroup `M`, below which new pods' cgroups go.
     cgroup_base: PathBuf,
+    /// The hard `RLIMIT_NOFILE` containers' limits are lowered to, when berth may not raise it.
+    nofile_ceiling: Option<u64>,
+    /// The shims of containers seen running, by container id: while a shim's pidfd is not
+    /// readable its container still runs, so polling state() costs one poll(2), not file reads.
+    running: Arc<Mutex<HashMap<String, Watched>>>,
+}
+
+/// A running container as state() last read it, and its live shim.
+#[derive(Debug)]
+struct Watched {
+    shim: OwnedFd,
+    pid: i32,
+    started_at: SystemTime,
 }
 
 /// A container that has just started.
@@ -99,6 +120,8 @@ impl Runtime {
             root,
             exe: berth_exe.to_path_buf(),
             cgroup_base: cgroup::own_base()?,
+            nofile_ceiling: nofile_ceiling(),
+            running: Arc::default(),
         })
     }
 
@@ -114,7 +137,7 @@ impl Runtime {
 
     /// Creates and starts a container; returns once its process runs, or with the reason it
     /// could not start (for example that the executable is not in the image). A failed start
-    /// leaves nothing behind.
+    /// (a hung shim too) leaves nothing behind.
     pub async fn start(&self, config: &ContainerConfig) -> Result<Started, Error> {
         config.validate()?;
         let bundle = self.bundle_dir(&config.id);
@@ -126,10 +149,10 @@ impl Runtime {
             Err(e) => return Err(Error::io(format!("creating {}", bundle.display()), e)),
         }
         let result = self.start_in(&bundle, config).await;
-        if let Err(err) = &result
-            && !matches!(err, Error::Start { message, .. } if message.contains("timed out"))
+        if result.is_err()
+            && let Err(e) = destroy(&bundle)
         {
-            let _ = std::fs::remove_dir_all(&bundle);
+            tracing::warn!(container = %config.id, error = %e, "cleaning up a failed start");
         }
         result
     }
@@ -137,12 +160,13 @@ impl Runtime {
     async fn start_in(&self, bundle: &Path, config: &ContainerConfig) -> Result<Started, Error> {
         let cgroups_path = self.pod_cgroup(&config.pod_uid)?.join(&config.id);
         let mut spec = oci_spec(config, &cgroups_path)?;
-        clamp_nofile(&mut spec);
+        if let Some(ceiling) = self.nofile_ceiling {
+            lower_rlimits(&mut spec, ceiling);
+        }
         spec.save(bundle.join(CONFIG_FILE))
             .map_err(|e| Error::Runtime(format!("writing {CONFIG_FILE}: {e}")))?;
         let shim = ShimConfig {
             id: config.id.clone(),
-            pod_uid: config.pod_uid.clone(),
             cgroups_path,
             log_path: config.log_path.clone(),
             log_max_bytes: config.log_max_bytes,
@@ -219,52 +243,60 @@ impl Runtime {
     }
 
     /// The container's state, from its bundle and the processes it names.
+    ///
+    /// A container is `Running` for as long as its shim lives (the shim records the exit and
+    /// cleans up before it exits), so once state() reports anything else, remove() finds no
+    /// shim to wait for.
     pub fn state(&self, id: &str) -> Result<ContainerState, Error> {
         validate_id("container id", id)?;
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = running.get(id) {
+                if !pidfd_exited(&w.shim) {
+                    return Ok(ContainerState::Running {
+                        pid: w.pid,
+                        started_at: w.started_at,
+                    });
+                }
+                running.remove(id);
+            }
+        }
         let bundle = self.bundle_dir(id);
-        if !bundle.is_dir() {
-            return Ok(ContainerState::Gone);
-        }
-        if let Some(exit) = record::read_optional::<ExitRecord>(&bundle, EXIT_FILE)? {
-            return Ok(exited(exit));
-        }
         let Some(state) = record::read_optional::<StateRecord>(&bundle, STATE_FILE)? else {
-            return Ok(ContainerState::Created);
-        };
-        if shim_alive(&state) {
-            return Ok(ContainerState::Running {
-                pid: state.pid,
-                started_at: record::from_unix_nanos(state.started_at_unix_nanos),
+            // The shim has not yet recorded itself (or there is no bundle at all).
+            return Ok(if bundle.is_dir() {
+                ContainerState::Created
+            } else {
+                ContainerState::Gone
             });
-        }
-        // The shim may have written exit.json and exited since we looked.
-        if let Some(exit) = record::read_optional::<ExitRecord>(&bundle, EXIT_FILE)? {
-            return Ok(exited(exit));
-        }
-        Ok(exited(self.record_lost_shim(&bundle, &state)?))
-    }
-
-    /// The shim died without recording an exit: nobody supervises the container any more, so
-    /// kill what is left of it and record the exit as `Unknown`.
-    fn record_lost_shim(&self, bundle: &Path, state: &StateRecord) -> Result<ExitRecord, Error> {
-        let killed = match record::read_optional::<ShimConfig>(bundle, SHIM_CONFIG_FILE)? {
-            Some(shim) => cgroup::kill_and_remove(&shim.cgroups_path)?,
-            None => false,
         };
-        let now = SystemTime::now();
-        let exit = ExitRecord {
-            exit_code: if killed { 137 } else { 255 },
-            signal: killed.then_some(9),
-            reason: "Unknown".into(),
-            message: Some(
-                "the container's shim exited without recording how the container ended".into(),
-            ),
-            started_at_unix_nanos: state.started_at_unix_nanos,
-            finished_at: record::rfc3339_nanos(now),
-            finished_at_unix_nanos: record::unix_nanos(now),
-        };
-        record::write_atomic(bundle, EXIT_FILE, &exit)?;
-        Ok(exit)
+        match (live_shim(&state), state.init) {
+            (Some(shim), Some(init)) => {
+                let started_at = record::from_unix_nanos(init.started_at_unix_nanos);
+                let watched = Watched {
+                    shim,
+                    pid: init.pid,
+                    started_at,
+                };
+                let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                running.insert(id.to_string(), watched);
+                Ok(ContainerState::Running {
+                    pid: init.pid,
+                    started_at,
+                })
+            }
+            (Some(_), None) => Ok(ContainerState::Created),
+            (None, init) => {
+                if let Some(exit) = record::read_optional::<ExitRecord>(&bundle, EXIT_FILE)? {
+                    return Ok(exited(exit));
+                }
+                match init {
+                    Some(init) => Ok(exited(record_lost_shim(&bundle, init)?)),
+                    // The shim died while starting the container: remove() it.
+                    None => Ok(ContainerState::Created),
+                }
+            }
+        }
     }
 
     /// Sends a signal to the container's init (PID 1 in its PID namespace; SIGKILL of it kills
@@ -274,6 +306,8 @@ impl Runtime {
     /// recorded start time, so a reused pid is never signalled.
     pub async fn signal(&self, id: &str, signal: i32) -> Result<(), Error> {
         validate_id("container id", id)?;
+        let sig = Signal::from_named_raw(signal)
+            .ok_or_else(|| Error::InvalidConfig(format!("unknown signal {signal}")))?;
         let bundle = self.bundle_dir(id);
         if !bundle.is_dir() {
             return Err(Error::NotFound(id.to_string()));
@@ -281,41 +315,29 @@ impl Runtime {
         if bundle.join(EXIT_FILE).exists() {
             return Ok(());
         }
-        let Some(state) = record::read_optional::<StateRecord>(&bundle, STATE_FILE)? else {
+        let init = record::read_optional::<StateRecord>(&bundle, STATE_FILE)?.and_then(|s| s.init);
+        let Some(init) = init else {
             return Err(Error::NotRunning(id.to_string()));
         };
-        let pidfd = match sys::pidfd_open(state.pid) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
-            Err(e) => return Err(Error::io("pidfd_open", e)),
-        };
-        // Checked after opening: if the start time matches now, the pidfd names the init.
-        if record::process_start_time(state.pid) != Some(state.pid_start_time) {
+        let Some(pidfd) = open_pidfd(init.pid, init.start_time) else {
             return Ok(());
-        }
-        match sys::pidfd_send_signal(&pidfd, signal) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            Err(e) => Err(Error::io(format!("signalling container {id}"), e)),
+        };
+        match rustix::process::pidfd_send_signal(&pidfd, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::io(format!("signalling container {id}"), e.into())),
         }
     }
 
-    /// Deletes an exited (or never started) container's bundle and any cgroup left behind.
-    /// Idempotent; fails with [`Error::StillRunning`] while the container runs.
+    /// Deletes an exited (or never started) container's bundle and any cgroup left behind,
+    /// killing a shim that is still starting it. Idempotent; fails with
+    /// [`Error::StillRunning`] while the container runs.
     pub fn remove(&self, id: &str) -> Result<(), Error> {
-        let bundle = self.bundle_dir(id);
         match self.state(id)? {
-            ContainerState::Gone => return Ok(()),
-            ContainerState::Running { .. } => return Err(Error::StillRunning(id.to_string())),
-            ContainerState::Created | ContainerState::Exited { .. } => {}
-        }
-        if let Some(shim) = record::read_optional::<ShimConfig>(&bundle, SHIM_CONFIG_FILE)? {
-            cgroup::kill_and_remove(&shim.cgroups_path)?;
-        }
-        match std::fs::remove_dir_all(&bundle) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", bundle.display()), e)),
+            ContainerState::Gone => Ok(()),
+            ContainerState::Running { .. } => Err(Error::StillRunning(id.to_string())),
+            ContainerState::Created | ContainerState::Exited { .. } => {
+                destroy(&self.bundle_dir(id))
+            }
         }
     }
 
@@ -407,32 +429,113 @@ fn exited(exit: ExitRecord) -> ContainerState {
     }
 }
 
-/// Whether the shim that wrote `state` still runs (same pid and start time, not a zombie).
-fn shim_alive(state: &StateRecord) -> bool {
-    record::process_start_time(state.shim_pid) == Some(state.shim_start_time)
-        && !record::process_is_zombie(state.shim_pid)
+/// The shim died without recording an exit: nobody supervises the container any more, so
+/// kill what is left of it and record the exit as `Unknown`.
+fn record_lost_shim(bundle: &Path, init: record::InitRecord) -> Result<ExitRecord, Error> {
+    let killed = match record::read_optional::<ShimConfig>(bundle, SHIM_CONFIG_FILE)? {
+        Some(shim) => cgroup::kill_and_remove(&shim.cgroups_path)?,
+        None => false,
+    };
+    let exit = ExitRecord {
+        exit_code: if killed { 137 } else { 255 },
+        signal: killed.then_some(9),
+        reason: "Unknown".into(),
+        message: Some(
+            "the container's shim exited without recording how the container ended".into(),
+        ),
+        started_at_unix_nanos: init.started_at_unix_nanos,
+        finished_at_unix_nanos: record::unix_nanos(SystemTime::now()),
+    };
+    record::write_atomic(bundle, EXIT_FILE, &exit)?;
+    Ok(exit)
 }
 
-/// Lowers the spec's `RLIMIT_NOFILE` to what this process may grant: raising a hard limit
-/// needs CAP_SYS_RESOURCE, which berth may lack (in a container, or a sandbox like CI's), and
-/// libcontainer would then fail to create every container with EPERM.
-fn clamp_nofile(spec: &mut crate::Spec) {
-    if has_cap_sys_resource() {
-        return;
+/// Deletes a bundle whatever state its container is in: kills a shim still alive (one that
+/// is starting the container, or hung) and waits for it to be gone, so that no shim outlives
+/// its bundle; then kills what is left in the container's cgroup and removes both.
+fn destroy(bundle: &Path) -> Result<(), Error> {
+    if let Some(state) = record::read_optional::<StateRecord>(bundle, STATE_FILE)?
+        && let Some(shim) = live_shim(&state)
+    {
+        match rustix::process::pidfd_send_signal(&shim, Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => return Err(Error::io("killing the shim", e.into())),
+        }
+        if !exits_within(&shim, SHIM_EXIT_TIMEOUT_MS) {
+            return Err(Error::Runtime(format!(
+                "shim {} did not exit after SIGKILL",
+                state.shim_pid
+            )));
+        }
     }
-    let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-    else {
-        return;
-    };
+    if let Some(shim) = record::read_optional::<ShimConfig>(bundle, SHIM_CONFIG_FILE)? {
+        cgroup::kill_and_remove(&shim.cgroups_path)?;
+    }
+    match std::fs::remove_dir_all(bundle) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", bundle.display()), e)),
+    }
+}
+
+/// A pidfd on process `pid` if it is still the one that started at `start_time` (checked after
+/// opening, so the pidfd cannot name a process that reused the pid).
+fn open_pidfd(pid: i32, start_time: u64) -> Option<OwnedFd> {
+    let pidfd =
+        rustix::process::pidfd_open(Pid::from_raw(pid)?, rustix::process::PidfdFlags::empty())
+            .ok()?;
+    (record::process_start_time(pid) == Some(start_time)).then_some(pidfd)
+}
+
+/// A pidfd on the shim that wrote `state`, if it has not exited.
+fn live_shim(state: &StateRecord) -> Option<OwnedFd> {
+    open_pidfd(state.shim_pid, state.shim_start_time).filter(|fd| !pidfd_exited(fd))
+}
+
+/// Whether the process behind a pidfd has exited (a pidfd is readable from then on).
+fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    exits_within(pidfd, 0)
+}
+
+/// Waits up to `ms` milliseconds for the process behind a pidfd to exit; returns whether it
+/// did.
+fn exits_within(pidfd: &OwnedFd, ms: u16) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) => return n > 0,
+            Err(nix::errno::Errno::EINTR) => {}
+            // A pidfd that cannot be polled names nothing left to wait for.
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The hard `RLIMIT_NOFILE` a container may get, if lower than what the spec asks for: raising
+/// a hard limit needs CAP_SYS_RESOURCE, which berth may lack (in a container, or a sandbox like
+/// CI's), and libcontainer would then fail to create every container with EPERM.
+fn nofile_ceiling() -> Option<u64> {
+    let caps = rustix::thread::capabilities(None).ok()?;
+    if caps
+        .effective
+        .contains(rustix::thread::CapabilitySet::SYS_RESOURCE)
+    {
+        return None;
+    }
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum
+}
+
+/// Lowers the spec's rlimits to at most `ceiling`.
+fn lower_rlimits(spec: &mut Spec, ceiling: u64) {
     if let Some(process) = spec.process_mut()
         && let Some(mut rlimits) = process.rlimits().clone()
     {
-        for limit in rlimits.iter_mut() {
-            if limit.hard() > hard
-                && let Ok(lowered) = libcontainer::oci_spec::runtime::PosixRlimitBuilder::default()
+        for limit in &mut rlimits {
+            if limit.hard() > ceiling
+                && let Ok(lowered) = PosixRlimitBuilder::default()
                     .typ(limit.typ())
-                    .hard(hard)
-                    .soft(limit.soft().min(hard))
+                    .hard(ceiling)
+                    .soft(limit.soft().min(ceiling))
                     .build()
             {
                 *limit = lowered;
@@ -440,16 +543,4 @@ fn clamp_nofile(spec: &mut crate::Spec) {
         }
         process.set_rlimits(Some(rlimits));
     }
-}
-
-fn has_cap_sys_resource() -> bool {
-    const CAP_SYS_RESOURCE: u32 = 24;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
 }

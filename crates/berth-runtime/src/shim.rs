@@ -7,16 +7,17 @@
 //! outlives the agent and all of berth; a restarted agent finds it through the bundle.
 //!
 //! Life of a shim:
+//! 0. record itself in `state.json`, so that no client can remove the bundle and miss it;
 //! 1. create the container (libcontainer `as_init`, `with_systemd(false)`, an absolute cgroups
 //!    path) with its stdout/stderr on pipes the shim holds, then start it;
-//! 2. write `state.json` and tell the spawning client "started" (or the error, e.g. that the
+//! 2. add the container's init to `state.json` and tell the spawning client "started" (or the error, e.g. that the
 //!    executable is not in the image) on the shim's stdout, a pipe the client reads;
 //! 3. copy the container's output into the CRI log until its init exits, which a pidfd reports;
 //! 4. reap the init, check the memory cgroup for an OOM kill, delete the container (its state
 //!    and cgroups), write `exit.json`, and exit.
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -34,10 +35,9 @@ use nix::unistd::{ForkResult, Pid};
 use crate::crilog::{CriLogWriter, Stream};
 use crate::error::chain;
 use crate::record::{
-    self, EXIT_FILE, ExitRecord, LIBCONTAINER_ROOT, Readiness, SHIM_CONFIG_FILE, STATE_FILE,
-    STDIN_FIFO, ShimConfig, StateRecord,
+    self, EXIT_FILE, ExitRecord, InitRecord, LIBCONTAINER_ROOT, Readiness, SHIM_CONFIG_FILE,
+    STATE_FILE, STDIN_FIFO, ShimConfig, StateRecord,
 };
-use crate::sys;
 
 /// How long the shim keeps copying output after the init exited, for the last lines still in
 /// the pipes (every other process of the container dies with its init, closing them).
@@ -62,12 +62,21 @@ pub(crate) fn main(bundle: &Path) -> i32 {
     // A session of its own: no controlling terminal, and no signals meant for the agent's
     // process group. No PDEATHSIG either: the container must outlive the agent.
     let _ = nix::unistd::setsid();
-    if let Err(e) = sys::set_child_subreaper() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         eprintln!("shim: PR_SET_CHILD_SUBREAPER: {e}");
     }
     let _ = unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) };
 
-    let started = match start(bundle) {
+    let me = std::process::id() as i32;
+    let shim = StateRecord {
+        shim_pid: me,
+        shim_start_time: record::process_start_time(me).unwrap_or(0),
+        init: None,
+    };
+    let started = match record::write_atomic(bundle, STATE_FILE, &shim)
+        .map_err(|e| e.to_string())
+        .and_then(|()| start(bundle, shim))
+    {
         Ok(started) => started,
         Err(message) => {
             eprintln!("shim: {message}");
@@ -119,7 +128,7 @@ enum Io {
     },
 }
 
-fn start(bundle: &Path) -> Result<Started, String> {
+fn start(bundle: &Path, shim: StateRecord) -> Result<Started, String> {
     let config: ShimConfig = record::read_optional(bundle, SHIM_CONFIG_FILE)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} has no {SHIM_CONFIG_FILE}", bundle.display()))?;
@@ -132,9 +141,9 @@ fn start(bundle: &Path) -> Result<Started, String> {
         nix::unistd::mkfifo(STDIN_FIFO, Mode::from_bits_truncate(0o600))
             .map_err(|e| format!("mkfifo stdin: {e}"))?;
         // Read-write, so the container never reads EOF while no client is attached.
-        open_fd(STDIN_FIFO, OFlag::O_RDWR)?
+        open_fd(STDIN_FIFO, true)?
     } else {
-        open_fd("/dev/null", OFlag::O_RDONLY)?
+        open_fd("/dev/null", false)?
     };
 
     let spec = libcontainer::oci_spec::runtime::Spec::load(bundle.join(record::CONFIG_FILE))
@@ -214,7 +223,7 @@ fn start(bundle: &Path) -> Result<Started, String> {
             .pid()
             .ok_or_else(|| "libcontainer recorded no pid".to_string())?;
         // The init is our child and not yet reaped, so this pidfd names it for sure.
-        let pidfd = sys::pidfd_open(pid.as_raw()).map_err(|e| format!("pidfd_open: {e}"))?;
+        let pidfd = pidfd_open(pid)?;
         let io = match (io_pending, &console) {
             (PendingIo::Terminal(stdin), Some(listener)) => Io::Terminal {
                 master: receive_pty_master(listener)?,
@@ -237,12 +246,12 @@ fn start(bundle: &Path) -> Result<Started, String> {
 
     let started_at = SystemTime::now();
     let state = StateRecord {
-        pid: pid.as_raw(),
-        pid_start_time: record::process_start_time(pid.as_raw()).unwrap_or(0),
-        started_at: record::rfc3339_nanos(started_at),
-        started_at_unix_nanos: record::unix_nanos(started_at),
-        shim_pid: std::process::id() as i32,
-        shim_start_time: record::process_start_time(std::process::id() as i32).unwrap_or(0),
+        init: Some(InitRecord {
+            pid: pid.as_raw(),
+            start_time: record::process_start_time(pid.as_raw()).unwrap_or(0),
+            started_at_unix_nanos: record::unix_nanos(started_at),
+        }),
+        ..shim
     };
     if let Err(e) = record::write_atomic(bundle, STATE_FILE, &state) {
         let _ = container.delete(true);
@@ -268,11 +277,29 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
 
-fn open_fd(path: &str, flags: OFlag) -> Result<OwnedFd, String> {
-    let fd = nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| format!("open {path}: {e}"))?;
-    // SAFETY: open just returned this descriptor and nothing else owns it.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+fn open_fd(path: &str, write: bool) -> Result<OwnedFd, String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| format!("open {path}: {e}"))
+}
+
+/// A pidfd on a child of ours that is not yet reaped (so the pid names it for sure).
+pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
+    let pid = rustix::process::Pid::from_raw(pid.as_raw()).ok_or("pidfd_open: no pid")?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(|e| format!("pidfd_open: {e}"))
+}
+
+/// An exit status as kubelet reports it: the code, or 128 + the signal, and the signal.
+pub(crate) fn exit_code(status: WaitStatus) -> (i32, Option<i32>) {
+    match status {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+        _ => (255, None),
+    }
 }
 
 /// Creates a missing working directory in the root file system, as runc does (Docker and
@@ -336,22 +363,20 @@ fn supervise(bundle: &Path, mut s: Started) -> i32 {
     let mut drain_until: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
     // Which sources are still open: stdout-or-master, stderr, stdin FIFO.
-    let (mut out_open, mut err_open, mut in_open) = match &s.io {
-        Io::Pipes { .. } => (true, true, false),
-        Io::Terminal { stdin, .. } => (true, false, stdin.is_some()),
+    // The container's output (the terminal with one), its stderr (none with a terminal), and
+    // the stdin FIFO relayed to the terminal.
+    let (out_fd, err_fd, in_fd): (BorrowedFd, Option<BorrowedFd>, Option<BorrowedFd>) = match &s.io
+    {
+        Io::Pipes { stdout, stderr } => (stdout.as_fd(), Some(stderr.as_fd()), None),
+        Io::Terminal { master, stdin } => (master.as_fd(), None, stdin.as_ref().map(|f| f.as_fd())),
     };
+    let (mut out_open, mut err_open, mut in_open) = (true, err_fd.is_some(), in_fd.is_some());
     loop {
         if status.is_some()
             && (!out_open && !err_open || drain_until.is_some_and(|d| Instant::now() >= d))
         {
             break;
         }
-        let (out_fd, err_fd, in_fd) = match &s.io {
-            Io::Pipes { stdout, stderr } => (stdout.as_fd(), Some(stderr.as_fd()), None),
-            Io::Terminal { master, stdin } => {
-                (master.as_fd(), None, stdin.as_ref().map(|f| f.as_fd()))
-            }
-        };
         let mut fds = Vec::with_capacity(4);
         let mut kinds = Vec::with_capacity(4);
         if status.is_none() {
@@ -408,12 +433,11 @@ fn supervise(bundle: &Path, mut s: Started) -> i32 {
                     drain_until = Some(Instant::now() + DRAIN_TIME);
                 }
                 Source::Out | Source::Err => {
-                    let (fd, stream) = if source == Source::Out {
-                        (out_fd_raw(&s.io), Stream::Stdout)
-                    } else {
-                        (err_fd_raw(&s.io), Stream::Stderr)
+                    let (fd, stream) = match (source, err_fd) {
+                        (Source::Err, Some(err_fd)) => (err_fd, Stream::Stderr),
+                        _ => (out_fd, Stream::Stdout),
                     };
-                    match nix::unistd::read(fd, &mut buf) {
+                    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
                         Ok(0) | Err(nix::errno::Errno::EIO) => {
                             // EIO: the terminal's last holder closed it.
                             let _ = s.log.finish(stream, SystemTime::now());
@@ -440,15 +464,11 @@ fn supervise(bundle: &Path, mut s: Started) -> i32 {
                     }
                 }
                 Source::In => {
-                    if let Io::Terminal {
-                        master,
-                        stdin: Some(stdin),
-                    } = &s.io
-                    {
+                    if let Some(stdin) = in_fd {
                         match nix::unistd::read(stdin.as_raw_fd(), &mut buf) {
                             Ok(0) | Err(_) => in_open = false,
                             Ok(n) => {
-                                let _ = write_all(master, &buf[..n]);
+                                let _ = write_all(out_fd, &buf[..n]);
                             }
                         }
                     }
@@ -460,7 +480,7 @@ fn supervise(bundle: &Path, mut s: Started) -> i32 {
     let _ = s.log.finish(Stream::Stderr, SystemTime::now());
 
     let (wait, finished_at) = status.unwrap_or((WaitStatus::StillAlive, SystemTime::now()));
-    let (exit_code, signal) = sys::exit_code(wait);
+    let (exit_code, signal) = exit_code(wait);
     let oom = crate::cgroup::oom_killed(&s.config.cgroups_path);
     // Deleting kills whatever is left in the cgroup and removes the cgroup in every hierarchy
     // and libcontainer's state.
@@ -483,7 +503,6 @@ fn supervise(bundle: &Path, mut s: Started) -> i32 {
         reason: reason.to_string(),
         message,
         started_at_unix_nanos: record::unix_nanos(s.started_at),
-        finished_at: record::rfc3339_nanos(finished_at),
         finished_at_unix_nanos: record::unix_nanos(finished_at),
     };
     match record::write_atomic(bundle, EXIT_FILE, &exit) {
@@ -503,23 +522,9 @@ enum Source {
     In,
 }
 
-fn out_fd_raw(io: &Io) -> std::os::fd::RawFd {
-    match io {
-        Io::Pipes { stdout, .. } => stdout.as_raw_fd(),
-        Io::Terminal { master, .. } => master.as_raw_fd(),
-    }
-}
-
-fn err_fd_raw(io: &Io) -> std::os::fd::RawFd {
-    match io {
-        Io::Pipes { stderr, .. } => stderr.as_raw_fd(),
-        Io::Terminal { master, .. } => master.as_raw_fd(),
-    }
-}
-
-pub(crate) fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
+pub(crate) fn write_all(fd: impl AsFd, mut data: &[u8]) -> nix::Result<()> {
     while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
+        match nix::unistd::write(fd.as_fd(), data) {
             Ok(n) => data = &data[n..],
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e),

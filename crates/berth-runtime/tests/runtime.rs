@@ -11,10 +11,6 @@ use tokio::io::AsyncReadExt;
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 struct Fixture {
     dir: tempfile::TempDir,
     runtime: Runtime,
@@ -23,6 +19,15 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// A fixture for a test that needs root; `None` (the test is skipped, and says so) otherwise.
+    fn as_root(name: &str) -> Option<Fixture> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: the runtime tests need root");
+            return None;
+        }
+        Some(Fixture::new(name))
+    }
+
     fn new(name: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let rootfs = dir.path().join("rootfs");
@@ -58,23 +63,83 @@ impl Fixture {
             id,
             pod_uid: self.pod.clone(),
             rootfs: self.rootfs.clone(),
-            args: args.iter().map(|s| s.to_string()).collect(),
+            args: argv(args),
             hostname: "testhost".into(),
             log_max_bytes: 1 << 20,
             ..Default::default()
         }
     }
 
-    /// Removes the container and the pod's cgroup, and checks nothing is left of either.
+    /// Removes the container (checking that its shim did not outlive it) and the pod's
+    /// cgroup, and checks nothing is left of either.
     fn cleanup(&self, id: &str) {
-        self.runtime.remove(id).expect("remove");
-        assert_eq!(self.runtime.state(id).expect("state"), ContainerState::Gone);
+        self.remove(id);
+        self.remove_pod_cgroup();
+    }
+
+    /// Removes the pod's cgroup and checks that nothing is left of it.
+    fn remove_pod_cgroup(&self) {
         self.runtime
             .remove_pod_cgroup(&self.pod)
             .expect("remove pod cgroup");
         let leftover = pod_cgroup_dirs(&self.pod);
         assert!(leftover.is_empty(), "cgroups left behind: {leftover:?}");
     }
+
+    /// Removes the container and checks that neither its bundle nor its shim is left.
+    fn remove(&self, id: &str) {
+        let shim = self.shim(id);
+        self.runtime.remove(id).expect("remove");
+        assert_eq!(self.runtime.state(id).expect("state"), ContainerState::Gone);
+        assert!(!self.runtime.bundle_dir(id).exists());
+        assert!(!process_alive(shim), "shim {shim:?} outlived remove()");
+    }
+
+    /// The container's shim, as pid and start time, from its bundle.
+    fn shim(&self, id: &str) -> (i32, u64) {
+        let path = self.runtime.bundle_dir(id).join("state.json");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).expect("state.json")).expect("json");
+        let pid = state["shimPid"].as_i64().expect("shimPid");
+        let start = state["shimStartTime"].as_u64().expect("shimStartTime");
+        (i32::try_from(pid).expect("pid"), start)
+    }
+
+    /// Starts a container whose process runs until killed.
+    async fn start_sleeper(&self, name: &str) -> ContainerConfig {
+        let config = self.config(name, &["sleep", "1000"]);
+        self.runtime.start(&config).await.expect("start");
+        config
+    }
+
+    /// SIGKILLs the container and waits for it to be reported exited.
+    async fn kill(&self, id: &str) -> ContainerState {
+        self.runtime.signal(id, SIGKILL).await.expect("kill");
+        wait_exited(&self.runtime, id, Duration::from_secs(10)).await
+    }
+
+    async fn exec(&self, id: &str, request: ExecRequest) -> berth_runtime::ExecProcess {
+        self.runtime.exec(id, request).await.expect("exec")
+    }
+}
+
+/// Whether the process (pid, start time) still runs: not gone, not reused, not a zombie.
+fn process_alive((pid, start): (i32, u64)) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    fields
+        .first()
+        .is_some_and(|state| *state != "Z" && *state != "X")
+        && fields.get(19).and_then(|t| t.parse().ok()) == Some(start)
+}
+
+fn argv(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
 }
 
 /// Cleans up after a test that failed half-way: kills and removes its containers, removes
@@ -158,10 +223,9 @@ fn log_lines(path: &Path) -> Vec<(String, String, String)> {
 
 #[tokio::test]
 async fn exit_code_and_logs() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("exit") else {
         return;
-    }
-    let f = Fixture::new("exit");
+    };
     let config = f.config(
         "c",
         &["sh", "-c", "echo hi; echo err >&2; hostname; exit 7"],
@@ -197,12 +261,12 @@ async fn exit_code_and_logs() {
 
 #[tokio::test]
 async fn signals_and_readoption() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("sig") else {
         return;
-    }
-    let f = Fixture::new("sig");
+    };
     let config = f.config("c", &["sleep", "1000"]);
     let started = f.runtime.start(&config).await.expect("start");
+    let shim = f.shim(&config.id);
     assert!(matches!(
         f.runtime.state(&config.id).expect("state"),
         ContainerState::Running { pid, .. } if pid == started.pid
@@ -253,16 +317,17 @@ async fn signals_and_readoption() {
                 .unwrap_or(true)
         }
     );
+    // Exited is reported only once the shim is gone.
+    assert!(!process_alive(shim));
     f.cleanup(&config.id);
     f.runtime.remove(&config.id).expect("remove is idempotent");
 }
 
 #[tokio::test]
 async fn oom_killed() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("oom") else {
         return;
-    }
-    let f = Fixture::new("oom");
+    };
     let mut config = f.config("c", &["sh", "-c", "x=a; while true; do x=$x$x; done"]);
     config.memory_limit_bytes = Some(32 << 20);
     f.runtime.start(&config).await.expect("start");
@@ -282,30 +347,23 @@ async fn read_all(mut r: impl tokio::io::AsyncRead + Unpin) -> String {
 
 #[tokio::test]
 async fn exec_commands() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("exec") else {
         return;
-    }
-    let f = Fixture::new("exec");
+    };
     let mut config = f.config("c", &["sleep", "1000"]);
     config.env = vec!["GREETING=hello".into()];
     f.runtime.start(&config).await.expect("start");
 
     let mut p = f
-        .runtime
         .exec(
             &config.id,
             ExecRequest {
-                argv: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "echo $GREETING; echo $EXTRA >&2; hostname".into(),
-                ],
+                argv: argv(&["sh", "-c", "echo $GREETING; echo $EXTRA >&2; hostname"]),
                 env_extra: vec!["EXTRA=more".into()],
                 ..Default::default()
             },
         )
-        .await
-        .expect("exec");
+        .await;
     let (out, err) = (
         p.stdout.take().expect("stdout"),
         p.stderr.take().expect("stderr"),
@@ -316,31 +374,27 @@ async fn exec_commands() {
     assert_eq!(err, "more\n");
 
     let mut p = f
-        .runtime
         .exec(
             &config.id,
             ExecRequest {
-                argv: vec!["sh".into(), "-c".into(), "exit 3".into()],
+                argv: argv(&["sh", "-c", "exit 3"]),
                 ..Default::default()
             },
         )
-        .await
-        .expect("exec");
+        .await;
     assert_eq!(p.wait().await.expect("wait"), 3);
 
     // stdin is passed through and closes.
     let mut p = f
-        .runtime
         .exec(
             &config.id,
             ExecRequest {
-                argv: vec!["cat".into()],
+                argv: argv(&["cat"]),
                 stdin: true,
                 ..Default::default()
             },
         )
-        .await
-        .expect("exec");
+        .await;
     let mut stdin = p.stdin.take().expect("stdin");
     stdin.write_all(b"piped input").await.expect("write");
     stdin.close().await.expect("close");
@@ -350,47 +404,40 @@ async fn exec_commands() {
 
     // A command that is not there.
     let mut p = f
-        .runtime
         .exec(
             &config.id,
             ExecRequest {
-                argv: vec!["nonexistent-command".into()],
+                argv: argv(&["nonexistent-command"]),
                 ..Default::default()
             },
         )
-        .await
-        .expect("exec");
+        .await;
     let err = read_all(p.stderr.take().expect("stderr")).await;
     let code = p.wait().await.expect("wait");
-    assert!(code == 127 || code == 126, "{code}: {err}");
+    assert_eq!(code, 127, "{err}");
     assert!(err.contains("nonexistent-command"), "{err}");
 
-    f.runtime.signal(&config.id, SIGKILL).await.expect("kill");
-    wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    f.kill(&config.id).await;
     f.cleanup(&config.id);
 }
 
 #[tokio::test]
 async fn exec_with_terminal() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("tty") else {
         return;
-    }
-    let f = Fixture::new("tty");
-    let config = f.config("c", &["sleep", "1000"]);
-    f.runtime.start(&config).await.expect("start");
+    };
+    let config = f.start_sleeper("c").await;
     let mut p = f
-        .runtime
         .exec(
             &config.id,
             ExecRequest {
-                argv: vec!["sh".into()],
+                argv: argv(&["sh"]),
                 tty: true,
                 stdin: true,
                 ..Default::default()
             },
         )
-        .await
-        .expect("exec");
+        .await;
     p.resize(123, 45).await.expect("resize");
     let mut stdin = p.stdin.take().expect("stdin");
     stdin
@@ -403,17 +450,15 @@ async fn exec_with_terminal() {
     assert!(out.contains("45 123\r\n"), "{out:?}");
     drop(stdin);
 
-    f.runtime.signal(&config.id, SIGKILL).await.expect("kill");
-    wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    f.kill(&config.id).await;
     f.cleanup(&config.id);
 }
 
 #[tokio::test]
 async fn start_errors_come_back() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("err") else {
         return;
-    }
-    let f = Fixture::new("err");
+    };
     let config = f.config("c", &["no-such-command"]);
     let t0 = Instant::now();
     let err = f.runtime.start(&config).await.expect_err("must fail");
@@ -437,6 +482,10 @@ async fn start_errors_come_back() {
         err.to_string().contains("chdir to cwd (/bin/busybox)"),
         "{err}"
     );
+    assert_eq!(
+        f.runtime.state(&config.id).expect("state"),
+        ContainerState::Gone
+    );
 
     // A missing one is created, as runc does.
     let mut config = f.config("e", &["sh", "-c", "pwd"]);
@@ -452,17 +501,16 @@ async fn start_errors_come_back() {
 
 #[tokio::test]
 async fn lost_shim_is_reported_and_cleaned() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("lost") else {
         return;
-    }
-    let f = Fixture::new("lost");
-    let config = f.config("c", &["sleep", "1000"]);
-    f.runtime.start(&config).await.expect("start");
-    let bundle = f.runtime.bundle_dir(&config.id);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("state.json")).expect("state.json"))
-            .expect("json");
-    let shim = state["shimPid"].as_i64().expect("shimPid") as i32;
+    };
+    let config = f.start_sleeper("c").await;
+    // Seen running first, so that the runtime watches the shim it then loses.
+    assert!(matches!(
+        f.runtime.state(&config.id).expect("state"),
+        ContainerState::Running { .. }
+    ));
+    let (shim, _) = f.shim(&config.id);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL)
         .expect("kill shim");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -482,10 +530,9 @@ async fn lost_shim_is_reported_and_cleaned() {
 
 #[tokio::test]
 async fn stdin_fifo_and_log_rotation() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("fifo") else {
         return;
-    }
-    let f = Fixture::new("fifo");
+    };
     let mut config = f.config("c", &["sh", "-c", "while read l; do echo got-$l; done"]);
     config.stdin = true;
     config.log_max_bytes = 200;
@@ -514,17 +561,15 @@ async fn stdin_fifo_and_log_rotation() {
     let mut rotated = config.log_path.clone().into_os_string();
     rotated.push(".1");
     assert!(Path::new(&rotated).exists());
-    f.runtime.signal(&config.id, SIGKILL).await.expect("kill");
-    wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
+    f.kill(&config.id).await;
     f.cleanup(&config.id);
 }
 
 #[tokio::test]
 async fn pod_ipc_namespace_is_shared() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("ipc") else {
         return;
-    }
-    let f = Fixture::new("ipc");
+    };
     let ns = berth_runtime::PodNamespaces::create(&f.dir.path().join("podns")).expect("ns");
     let mut a = f.config("a", &["sh", "-c", "ls -l /proc/self/ns/ipc"]);
     a.ipc_namespace = Some(ns.ipc.clone());
@@ -547,7 +592,7 @@ async fn pod_ipc_namespace_is_shared() {
     assert_eq!(ns_of(&a), ns_of(&b));
     let own = std::fs::read_link("/proc/self/ns/ipc").expect("own ns");
     assert_ne!(format!("ipc:[{}]", ns_of(&a)), own.to_string_lossy());
-    f.runtime.remove(&a.id).expect("remove a");
+    f.remove(&a.id);
     f.cleanup(&b.id);
     berth_runtime::PodNamespaces::remove(&f.dir.path().join("podns")).expect("remove ns");
     berth_runtime::PodNamespaces::remove(&f.dir.path().join("podns")).expect("idempotent");
@@ -555,19 +600,16 @@ async fn pod_ipc_namespace_is_shared() {
 
 #[tokio::test]
 async fn start_latency() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("lat") else {
         return;
-    }
-    let f = Fixture::new("lat");
+    };
     let mut samples = Vec::new();
     for i in 0..20 {
-        let config = f.config(&format!("c{i}"), &["sleep", "1000"]);
         let t0 = Instant::now();
-        f.runtime.start(&config).await.expect("start");
+        let config = f.start_sleeper(&format!("c{i}")).await;
         samples.push(t0.elapsed());
-        f.runtime.signal(&config.id, SIGKILL).await.expect("kill");
-        wait_exited(&f.runtime, &config.id, Duration::from_secs(10)).await;
-        f.runtime.remove(&config.id).expect("remove");
+        f.kill(&config.id).await;
+        f.remove(&config.id);
     }
     samples.sort();
     eprintln!(
@@ -578,16 +620,14 @@ async fn start_latency() {
         samples[samples.len() * 9 / 10],
         samples[samples.len() - 1]
     );
-    f.runtime.remove_pod_cgroup(&f.pod).expect("pod cgroup");
-    assert!(pod_cgroup_dirs(&f.pod).is_empty());
+    f.remove_pod_cgroup();
 }
 
 #[tokio::test]
 async fn terminal_container_and_mounts() {
-    if !is_root() {
+    let Some(f) = Fixture::as_root("mnt") else {
         return;
-    }
-    let f = Fixture::new("mnt");
+    };
     let host = f.dir.path().join("host-data");
     std::fs::create_dir_all(&host).expect("host dir");
     std::fs::write(host.join("file"), "from-host").expect("host file");
@@ -642,4 +682,66 @@ async fn terminal_container_and_mounts() {
     );
     assert!(!host.join("x").exists());
     f.cleanup(&config.id);
+}
+
+/// `berth down`'s sequence: SIGKILL, wait until the container no longer runs, remove. No shim
+/// may outlive its bundle.
+#[tokio::test]
+async fn removed_after_stop_leaves_no_shim() {
+    let Some(f) = Fixture::as_root("down") else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(f.start_sleeper(&format!("c{i}")).await.id);
+    }
+    for id in &ids {
+        f.runtime.signal(id, SIGKILL).await.expect("kill");
+    }
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(f.runtime.state(id), Ok(ContainerState::Running { .. })) {
+            assert!(Instant::now() < deadline, "{id} still runs");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        f.remove(id);
+    }
+    f.remove_pod_cgroup();
+}
+
+/// A shim that hangs while starting its container (here opening a log that is a FIFO nobody
+/// reads) leaves the container `Created`; remove() kills the shim with the bundle, and the
+/// start fails.
+#[tokio::test]
+async fn remove_kills_a_shim_still_starting() {
+    let Some(f) = Fixture::as_root("hung") else {
+        return;
+    };
+    let config = f.config("c", &["true"]);
+    let logs = config.log_path.parent().expect("log dir");
+    std::fs::create_dir_all(logs).expect("log dir");
+    nix::unistd::mkfifo(&config.log_path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let start = tokio::spawn({
+        let (runtime, config) = (f.runtime.clone(), config.clone());
+        async move { runtime.start(&config).await }
+    });
+    let state_file = f.runtime.bundle_dir(&config.id).join("state.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !state_file.exists() {
+        assert!(Instant::now() < deadline, "the shim did not record itself");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(process_alive(f.shim(&config.id)));
+    assert_eq!(
+        f.runtime.state(&config.id).expect("state"),
+        ContainerState::Created
+    );
+    f.remove(&config.id);
+    let err = start.await.expect("join").expect_err("start must fail");
+    assert!(matches!(err, berth_runtime::Error::Start { .. }), "{err}");
+    assert_eq!(
+        f.runtime.state(&config.id).expect("state"),
+        ContainerState::Gone
+    );
+    f.remove_pod_cgroup();
 }
