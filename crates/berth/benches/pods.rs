@@ -441,7 +441,7 @@ impl AgentTimes {
         let started = std::fs::read_to_string(bundle.join("state.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["startedAtUnixNanos"].as_u64())
+            .and_then(|v| v["init"]["startedAtUnixNanos"].as_u64())
             .map(|n| SystemTime::UNIX_EPOCH + Duration::from_nanos(n));
         AgentTimes {
             sandbox: born(data_dir.join("pods").join(uid)),
