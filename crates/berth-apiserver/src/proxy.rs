@@ -136,16 +136,15 @@ where
     let (host, port) = agent_address(&node)
         .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?;
     let query = request.uri().query().unwrap_or("");
+    // The agent has the container in the path.
+    let without_container = || query_where(query, |key| key != "container");
     let path = match (subresource, &container) {
         ("log", Some(c)) => format!(
             "/containerLogs/{namespace}/{name}/{c}{}",
-            forwarded_query(query, LOG_PARAMETERS)
+            query_where(query, |key| LOG_PARAMETERS.contains(&key))
         ),
-        ("portforward", _) => format!(
-            "/portForward/{namespace}/{name}{}",
-            without_container(query)
-        ),
-        (sub, Some(c)) => format!("/{sub}/{namespace}/{name}/{c}{}", without_container(query)),
+        ("portforward", _) => format!("/portForward/{namespace}/{name}{}", without_container()),
+        (sub, Some(c)) => format!("/{sub}/{namespace}/{name}/{c}{}", without_container()),
         _ => return Err(ApiError::no_route()),
     };
     let upgrade = is_upgrade(request.headers());
@@ -220,24 +219,15 @@ const LOG_PARAMETERS: &[&str] = &[
     "limitBytes",
 ];
 
-/// The raw query pairs whose (decoded) key is in `keep`, as `?...`, or nothing.
-fn forwarded_query(query: &str, keep: &[&str]) -> String {
-    join_query(query.split('&').filter(|pair| {
-        let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-        keep.contains(&crate::request::percent_decode(key).as_str())
-    }))
-}
-
-/// The raw query without `container` (the agent has it in the path).
-fn without_container(query: &str) -> String {
-    join_query(query.split('&').filter(|pair| {
-        let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-        !pair.is_empty() && crate::request::percent_decode(key) != "container"
-    }))
-}
-
-fn join_query<'a>(pairs: impl Iterator<Item = &'a str>) -> String {
-    let pairs: Vec<&str> = pairs.collect();
+/// The raw query's pairs whose (decoded) key passes `keep`, as `?...`, or nothing.
+fn query_where(query: &str, keep: impl Fn(&str) -> bool) -> String {
+    let pairs: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && keep(&crate::request::percent_decode(key))
+        })
+        .collect();
     if pairs.is_empty() {
         String::new()
     } else {
@@ -464,14 +454,13 @@ mod tests {
 
     #[test]
     fn queries_forwarded_to_the_agent() {
+        let log = |query| query_where(query, |key| LOG_PARAMETERS.contains(&key));
         assert_eq!(
-            forwarded_query(
-                "container=main&follow=true&tailLines=2&insecureSkipTLSVerifyBackend=true",
-                LOG_PARAMETERS
-            ),
+            log("container=main&follow=true&tailLines=2&insecureSkipTLSVerifyBackend=true"),
             "?follow=true&tailLines=2"
         );
-        assert_eq!(forwarded_query("container=main", LOG_PARAMETERS), "");
+        assert_eq!(log("container=main"), "");
+        let without_container = |query| query_where(query, |key| key != "container");
         assert_eq!(
             without_container("command=sh&command=-c&container=main&stdout=true"),
             "?command=sh&command=-c&stdout=true"

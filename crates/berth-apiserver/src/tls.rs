@@ -115,23 +115,9 @@ impl Pki {
         }
         let (ca_key, _) = self.load_ca()?;
         let issuer = Issuer::new(ca_params()?, ca_key);
-        let mut params = CertificateParams::new(names)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "berth-node-agent");
-        for ip in &all_ips {
-            params.subject_alt_names.push(SanType::IpAddress(*ip));
-        }
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &issuer)?;
-        write_private(&self.agent_key(), key.serialize_pem().as_bytes())
-            .map_err(io(self.agent_key()))?;
-        write_private(&self.agent_cert(), cert.pem().as_bytes()).map_err(io(self.agent_cert()))?;
+        let (cert, key) = issue_serving(&issuer, "berth-node-agent", names, &all_ips)?;
+        write_private(&self.agent_key(), key.as_bytes()).map_err(io(self.agent_key()))?;
+        write_private(&self.agent_cert(), cert.as_bytes()).map_err(io(self.agent_cert()))?;
         write_private(&self.agent_sans(), wanted.as_bytes()).map_err(io(self.agent_sans()))?;
         Ok(())
     }
@@ -189,10 +175,7 @@ impl Pki {
         ensure_private_dir(&self.dir).map_err(io(&self.dir))?;
         let ca_params = ca_params()?;
         let (ca_key, ca_pem) = if self.ca_key().exists() && self.ca_cert().exists() {
-            let key_pem = std::fs::read_to_string(self.ca_key()).map_err(io(&self.ca_key()))?;
-            let key = KeyPair::from_pem(&key_pem)?;
-            let cert = std::fs::read_to_string(self.ca_cert()).map_err(io(&self.ca_cert()))?;
-            (key, cert)
+            self.load_ca()?
         } else {
             let key = KeyPair::generate()?;
             let cert = ca_params.self_signed(&key)?;
@@ -222,24 +205,10 @@ impl Pki {
         let current = std::fs::read_to_string(self.server_sans()).unwrap_or_default();
         if current != wanted || !self.server_cert().exists() || !self.server_key().exists() {
             let issuer = Issuer::new(ca_params, ca_key);
-            let mut params = CertificateParams::new(sans[..5].to_vec())?;
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "berth-apiserver");
-            for ip in &all_ips {
-                params.subject_alt_names.push(SanType::IpAddress(*ip));
-            }
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-            let key = KeyPair::generate()?;
-            let cert = params.signed_by(&key, &issuer)?;
-            write_private(&self.server_key(), key.serialize_pem().as_bytes())
-                .map_err(io(&self.server_key()))?;
-            write_private(&self.server_cert(), cert.pem().as_bytes())
-                .map_err(io(&self.server_cert()))?;
+            let (cert, key) =
+                issue_serving(&issuer, "berth-apiserver", sans[..5].to_vec(), &all_ips)?;
+            write_private(&self.server_key(), key.as_bytes()).map_err(io(&self.server_key()))?;
+            write_private(&self.server_cert(), cert.as_bytes()).map_err(io(&self.server_cert()))?;
             write_private(&self.server_sans(), wanted.as_bytes())
                 .map_err(io(&self.server_sans()))?;
         }
@@ -268,6 +237,30 @@ impl Pki {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
+}
+
+/// A serving certificate for `dns_names` and `ips`, signed by `issuer`: its PEM and its key's.
+fn issue_serving(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    dns_names: Vec<String>,
+    ips: &[IpAddr],
+) -> Result<(String, String), TlsError> {
+    let mut params = CertificateParams::new(dns_names)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn ca_params() -> Result<CertificateParams, TlsError> {

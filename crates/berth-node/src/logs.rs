@@ -298,10 +298,23 @@ pub fn render(lines: &[LogLine], options: &LogOptions) -> (Vec<u8>, bool) {
             .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)),
         None => 0,
     };
-    let mut limit = Limit::new(options.limit_bytes);
+    emit(
+        kept[skip..].iter().copied(),
+        options.timestamps,
+        &mut Limit(options.limit_bytes),
+    )
+}
+
+/// The bytes of `lines` (with `timestamps`) up to what is left of `limit`, and whether the
+/// limit is used up.
+fn emit<'a>(
+    lines: impl Iterator<Item = &'a LogLine>,
+    timestamps: bool,
+    limit: &mut Limit,
+) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
-    for line in &kept[skip..] {
-        if limit.take(&line.render(options.timestamps), &mut out) {
+    for line in lines {
+        if limit.take(&line.render(timestamps), &mut out) {
             return (out, true);
         }
     }
@@ -312,10 +325,6 @@ pub fn render(lines: &[LogLine], options: &LogOptions) -> (Vec<u8>, bool) {
 struct Limit(Option<u64>);
 
 impl Limit {
-    fn new(limit: Option<u64>) -> Self {
-        Limit(limit)
-    }
-
     /// Appends `bytes` (cut to what is left); returns `true` once the limit is used up.
     fn take(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> bool {
         match &mut self.0 {
@@ -407,8 +416,7 @@ pub async fn stream(
     // this first read stopped.
     let mut followed = Followed::open(&source.path).await?;
     if let Some(f) = followed.as_mut() {
-        let data = f.read_new().await?;
-        lines.extend(joiner.push_bytes(&data));
+        lines.extend(joiner.push_bytes(&f.read_new().await?));
     }
     if !options.follow {
         if let Some(f) = followed.as_mut() {
@@ -419,7 +427,7 @@ pub async fn stream(
         lines.extend(joiner.flush());
     }
     let (first, done) = render(&lines, &options);
-    let mut limit = Limit::new(
+    let mut limit = Limit(
         options
             .limit_bytes
             .map(|l| l.saturating_sub(first.len() as u64)),
@@ -430,47 +438,23 @@ pub async fn stream(
     if done || !options.follow {
         return Ok(());
     }
-    let timestamps = options.timestamps;
-    let since = options.since;
-    // Sends completed lines; `false` once nothing more may be sent.
-    let send = |new: Vec<LogLine>, limit: &mut Limit| {
-        let mut chunk = Vec::new();
-        let mut done = false;
-        for line in new.iter().filter(|l| since.is_none_or(|s| l.time >= s)) {
-            if limit.take(&line.render(timestamps), &mut chunk) {
-                done = true;
-                break;
-            }
-        }
-        (chunk, done)
-    };
     loop {
         let running = *source.running.borrow_and_update();
         let mut new = Vec::new();
-        match followed.as_mut() {
-            Some(f) => {
-                let data = f.read_new().await?;
-                new.extend(joiner.push_bytes(&data));
-                if f.rotated(&source.path).await {
-                    // Drain the renamed file (the writer may have finished its last line after
-                    // our read), then start on the new one from its beginning.
-                    let data = f.read_new().await?;
-                    new.extend(joiner.push_bytes(&data));
-                    let rest = std::mem::take(&mut f.carry);
-                    new.extend(joiner.push_bytes(&rest));
-                    followed = Followed::open(&source.path).await?;
-                    if let Some(f) = followed.as_mut() {
-                        let data = f.read_new().await?;
-                        new.extend(joiner.push_bytes(&data));
-                    }
-                }
+        if let Some(f) = followed.as_mut() {
+            new.extend(joiner.push_bytes(&f.read_new().await?));
+            if f.rotated(&source.path).await {
+                // Drain the renamed file (the writer may have finished its last line after
+                // our read), then start on the new one from its beginning.
+                new.extend(joiner.push_bytes(&f.read_new().await?));
+                new.extend(joiner.push_bytes(&std::mem::take(&mut f.carry)));
+                followed = None;
             }
-            None => {
-                followed = Followed::open(&source.path).await?;
-                if let Some(f) = followed.as_mut() {
-                    let data = f.read_new().await?;
-                    new.extend(joiner.push_bytes(&data));
-                }
+        }
+        if followed.is_none() {
+            followed = Followed::open(&source.path).await?;
+            if let Some(f) = followed.as_mut() {
+                new.extend(joiner.push_bytes(&f.read_new().await?));
             }
         }
         // `running` was read before this pass's reads: when it was already false, this pass
@@ -478,12 +462,14 @@ pub async fn stream(
         let finished = !running;
         if finished {
             if let Some(f) = followed.as_mut() {
-                let rest = std::mem::take(&mut f.carry);
-                new.extend(joiner.push_bytes(&rest));
+                new.extend(joiner.push_bytes(&std::mem::take(&mut f.carry)));
             }
             new.extend(joiner.flush());
         }
-        let (chunk, done) = send(new, &mut limit);
+        let since = new
+            .iter()
+            .filter(|l| options.since.is_none_or(|s| l.time >= s));
+        let (chunk, done) = emit(since, options.timestamps, &mut limit);
         if !chunk.is_empty() && out.send(Bytes::from(chunk)).await.is_err() {
             return Ok(());
         }

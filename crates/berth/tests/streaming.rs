@@ -459,15 +459,22 @@ fn kubectl_exec_and_attach() {
     );
     assert_eq!(kubectl.ok(&["exec", "pod/one", "--", "echo", "hi"]), "hi\n");
 
-    // stdin, ended by the v5 close message.
+    // stdin, ended by the v5 close message. kubectl falls back to SPDY when the WebSocket
+    // upgrade fails, so its log must show that the WebSocket was what served it.
     let run = kubectl.run_stdin(
-        &["exec", "-i", "pod/one", "--", "tr", "a-z", "A-Z"],
+        &["-v=7", "exec", "-i", "pod/one", "--", "tr", "a-z", "A-Z"],
         "hello\nworld\n",
     );
     assert_eq!(
         (run.code, run.stdout.as_str()),
         (0, "HELLO\nWORLD\n"),
         "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("The subprotocol is v5.channel.k8s.io")
+            && !run.stderr.to_lowercase().contains("fallback"),
+        "{}",
+        run.stderr
     );
 
     // A container of a multi-container pod, picked with -c.
@@ -584,31 +591,51 @@ fn kubectl_in_pty(kubectl: &Kubectl, args: &str) -> String {
     reader.join().expect("reader")
 }
 
-/// Starts `kubectl port-forward` and returns it with the local port it forwards.
-fn port_forward(kubectl: &Kubectl, target: &str) -> (Killed, u16) {
-    let mut child = Killed(
-        kubectl
-            .command(&["port-forward", "pod/one", target])
+/// A running `kubectl -v=7 port-forward pod/one <target>`: the local port it forwards, and
+/// its log (stderr), read all along so that kubectl never blocks on a full pipe.
+struct PortForward {
+    child: Killed,
+    port: u16,
+    log: std::thread::JoinHandle<String>,
+}
+
+impl PortForward {
+    /// Starts it with `env` set and waits until it listens.
+    fn start(kubectl: &Kubectl, target: &str, env: &[(&str, &str)]) -> PortForward {
+        let mut command = kubectl.command(&["-v=7", "port-forward", "pod/one", target]);
+        command
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl port-forward"),
-    );
-    let mut out = BufReader::new(child.0.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read");
-    // "Forwarding from 127.0.0.1:NNNN -> 80"
-    let port = line
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
-    // Keep reading so kubectl never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = out.read_to_string(&mut sink);
-    });
-    (child, port)
+            .stderr(Stdio::piped());
+        let mut child = Killed(command.spawn().expect("kubectl port-forward"));
+        let mut stderr = child.0.stderr.take().expect("stderr");
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = stderr.read_to_string(&mut log);
+            log
+        });
+        let mut out = BufReader::new(child.0.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read");
+        // "Forwarding from 127.0.0.1:NNNN -> 80"
+        let port = line
+            .strip_prefix("Forwarding from 127.0.0.1:")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = out.read_to_string(&mut sink);
+        });
+        PortForward { child, port, log }
+    }
+
+    /// Stops kubectl and returns its log.
+    fn stop(mut self) -> String {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        self.log.join().expect("log reader")
+    }
 }
 
 fn echo_round_trip(port: u16, message: &[u8]) {
@@ -626,7 +653,8 @@ fn echo_round_trip(port: u16, message: &[u8]) {
 fn kubectl_port_forward() {
     let cluster = Cluster::start();
     let kubectl = cluster.kubectl();
-    let (_child, port) = port_forward(&kubectl, ":80");
+    let forward = PortForward::start(&kubectl, ":80", &[]);
+    let port = forward.port;
     echo_round_trip(port, b"hello through SPDY in a WebSocket");
     // Two connections at once, each a pair of SPDY streams of the same session.
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -638,54 +666,44 @@ fn kubectl_port_forward() {
         t.join().expect("round trip");
     }
     echo_round_trip(port, b"and again");
+    // kubectl falls back to plain SPDY when the WebSocket upgrade fails: it must not have.
+    let log = forward.stop();
+    assert!(
+        log.contains("Sec-Websocket-Protocol: SPDY/3.1+portforward.k8s.io")
+            && !log.to_lowercase().contains("fallback"),
+        "{log}"
+    );
 
     // A port nothing listens on: kubectl reports the agent's error and the connection closes.
-    let (mut child, port) = port_forward(&kubectl, &format!(":{CLOSED_PORT}"));
-    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let forward = PortForward::start(&kubectl, &format!(":{CLOSED_PORT}"), &[]);
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", forward.port)).expect("connect");
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut buf = [0u8; 16];
-    assert_eq!(socket.read(&mut buf).unwrap_or(0), 0);
+    assert_eq!(socket.read(&mut buf).expect("closed, not timed out"), 0);
     drop(socket);
-    let _ = child.0.kill();
-    let mut stderr = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("stderr");
+    let log = forward.stop();
     assert!(
-        stderr.contains(&format!("error forwarding port {CLOSED_PORT} to pod one")),
-        "{stderr}"
+        log.contains(&format!("error forwarding port {CLOSED_PORT} to pod one")),
+        "{log}"
     );
 }
 
 #[test]
 fn kubectl_port_forward_over_plain_spdy() {
     let cluster = Cluster::start();
-    let mut command = cluster
-        .kubectl()
-        .command(&["port-forward", "pod/one", ":80"]);
-    command.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false");
-    let mut child = Killed(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubectl port-forward"),
+    let forward = PortForward::start(
+        &cluster.kubectl(),
+        ":80",
+        &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")],
     );
-    let mut out = BufReader::new(child.0.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read");
-    let port: u16 = line
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
-    echo_round_trip(port, b"hello over an Upgrade: SPDY/3.1 connection");
+    echo_round_trip(forward.port, b"hello over an Upgrade: SPDY/3.1 connection");
+    let log = forward.stop();
+    assert!(
+        log.contains("X-Stream-Protocol-Version: portforward.k8s.io"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use berth_streaming::channel::{self, Endpoint, Frame, Protocol};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
-use http::Response;
-use http::{HeaderValue, Request, StatusCode, header};
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -24,8 +24,7 @@ use super::query::Query;
 use super::spdy_exec;
 use super::ws::{self, Socket};
 use super::{
-    AttachRequest, Body, ExecRequest, ExecSession, State, TerminalSize, bad_request,
-    error_response, full,
+    AttachRequest, Body, ExecRequest, ExecSession, State, TerminalSize, bad_request, error_response,
 };
 
 /// How long after the process exits its output may still arrive (a background child can keep
@@ -36,10 +35,18 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The largest stdout/stderr message.
 const CHUNK: usize = 32 * 1024;
 
-/// The streams a request asks for (`stdin`, `stdout`, `stderr`, `tty` query flags), checked as
-/// the kubelet checks them.
-fn streams(query: &Query) -> Result<(bool, bool, bool, bool), &'static str> {
-    let (stdin, stdout, mut stderr, tty) = (
+/// What an exec or attach request asks for: its streams (`stdin`, `stdout`, `stderr`, `tty`
+/// query flags, checked as the kubelet checks them) and its upgrade.
+struct Asked {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+    upgrade: Upgrade,
+}
+
+fn asked(query: &Query, request: &Request<Incoming>) -> Result<Asked, &'static str> {
+    let (stdin, stdout, stderr, tty) = (
         query.flag("stdin"),
         query.flag("stdout"),
         query.flag("stderr"),
@@ -48,11 +55,14 @@ fn streams(query: &Query) -> Result<(bool, bool, bool, bool), &'static str> {
     if !(stdin || stdout || stderr) {
         return Err("you must specify at least 1 of stdin, stdout, stderr");
     }
-    // A terminal has one output; the kubelet drops stderr rather than failing.
-    if tty {
-        stderr = false;
-    }
-    Ok((stdin, stdout, stderr, tty))
+    Ok(Asked {
+        stdin,
+        stdout,
+        // A terminal has one output; the kubelet drops stderr rather than failing.
+        stderr: stderr && !tty,
+        tty,
+        upgrade: upgrade_kind(request)?,
+    })
 }
 
 /// How the client wants the connection upgraded.
@@ -73,7 +83,7 @@ fn upgrade_kind(request: &Request<Incoming>) -> Result<Upgrade, &'static str> {
             );
     }
     if ws::is_spdy(request) {
-        return if spdy_exec::offered(request) {
+        return if ws::offers_stream_protocol(request, spdy_exec::PROTOCOL) {
             Ok(Upgrade::Spdy)
         } else {
             Err(
@@ -94,34 +104,23 @@ fn start(
     command: Option<Vec<String>>,
 ) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut *request);
+    let process = Process::start(session, command);
     match upgrade {
         Upgrade::WebSocket(protocol) => {
             tokio::spawn(async move {
                 if let Some(socket) = ws::socket(on_upgrade).await {
-                    run(socket, protocol, session, command).await;
+                    run(socket, protocol, process).await;
                 }
             });
             ws::accept(request, protocol)
         }
         Upgrade::Spdy => {
             tokio::spawn(async move {
-                match on_upgrade.await {
-                    Ok(upgraded) => {
-                        spdy_exec::run(TokioIo::new(upgraded), session, command).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "the SPDY upgrade failed"),
+                if let Some(io) = ws::upgraded(on_upgrade).await {
+                    spdy_exec::run(io, process).await;
                 }
             });
-            let mut response = Response::new(full(""));
-            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            let headers = response.headers_mut();
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            headers.insert(
-                "x-stream-protocol-version",
-                HeaderValue::from_static(spdy_exec::PROTOCOL),
-            );
-            response
+            ws::accept_spdy(spdy_exec::PROTOCOL)
         }
     }
 }
@@ -139,26 +138,21 @@ pub(super) async fn exec(
     if command.is_empty() {
         return bad_request("you must specify at least one command for the container");
     }
-    let (stdin, stdout, stderr, tty) = match streams(query) {
-        Ok(s) => s,
-        Err(e) => return bad_request(e),
-    };
-    let upgrade = match upgrade_kind(&request) {
-        Ok(u) => u,
+    let asked = match asked(query, &request) {
+        Ok(asked) => asked,
         Err(message) => return bad_request(message),
     };
     let exec = ExecRequest {
         command: command.clone(),
-        tty,
-        stdin,
-        stdout,
-        stderr,
+        tty: asked.tty,
+        stdin: asked.stdin,
+        stdout: asked.stdout,
+        stderr: asked.stderr,
     };
-    let session = match state.streams.exec(namespace, pod, container, exec).await {
-        Ok(session) => session,
-        Err(e) => return error_response(&e),
-    };
-    start(&mut request, upgrade, session, Some(command))
+    match state.streams.exec(namespace, pod, container, exec).await {
+        Ok(session) => start(&mut request, asked.upgrade, session, Some(command)),
+        Err(e) => error_response(&e),
+    }
 }
 
 /// `GET|POST /attach/{ns}/{pod}/{container}`.
@@ -170,174 +164,213 @@ pub(super) async fn attach(
     container: &str,
     query: &Query,
 ) -> Response<Body> {
-    let (stdin, stdout, stderr, tty) = match streams(query) {
-        Ok(s) => s,
-        Err(e) => return bad_request(e),
-    };
-    let upgrade = match upgrade_kind(&request) {
-        Ok(u) => u,
+    let asked = match asked(query, &request) {
+        Ok(asked) => asked,
         Err(message) => return bad_request(message),
     };
     let attach = AttachRequest {
-        tty,
-        stdin,
-        stdout,
-        stderr,
+        tty: asked.tty,
+        stdin: asked.stdin,
+        stdout: asked.stdout,
+        stderr: asked.stderr,
     };
-    let session = match state
+    match state
         .streams
         .attach(namespace, pod, container, attach)
         .await
     {
-        Ok(session) => session,
-        Err(e) => return error_response(&e),
-    };
-    start(&mut request, upgrade, session, None)
+        Ok(session) => start(&mut request, asked.upgrade, session, None),
+        Err(e) => error_response(&e),
+    }
 }
 
-/// What the output pumps tell the session loop.
-pub(super) enum Output {
-    /// One encoded channel message.
-    Message(Vec<u8>),
-    /// A stream reached its end.
-    Eof,
+/// The process side of an exec or attach, whichever transport carries it: its output as
+/// `(channel, bytes)` chunks, its input and terminal size, and its outcome. Both session loops
+/// ([`run`], [`spdy_exec::run`]) drive one.
+pub(super) struct Process {
+    /// Output chunks from the pumps; it ends when every pump has.
+    output: mpsc::Receiver<(u8, Bytes)>,
+    /// The channels of the outputs the session has (stdout, stderr).
+    channels: Vec<u8>,
+    /// Set once no more output will be taken: every pump ended, or the drain deadline passed.
+    output_done: bool,
+    /// Input for the process; dropping it closes the process's stdin.
+    stdin: Option<mpsc::UnboundedSender<Bytes>>,
+    resize: Option<mpsc::Sender<TerminalSize>>,
+    exit: BoxFuture<'static, i32>,
+    code: Option<i32>,
+    /// After the exit: when output stops being waited for (each chunk extends it).
+    drain_until: Instant,
+    /// The exec's command (a non-zero exit's Status names it); `None` for attach, which always
+    /// reports success.
+    command: Option<Vec<String>>,
 }
 
-pub(super) async fn pump(
+impl Process {
+    /// Starts the output pumps and the stdin writer of `session`.
+    pub(super) fn start(session: ExecSession, command: Option<Vec<String>>) -> Self {
+        let (out_tx, output) = mpsc::channel(8);
+        let mut channels = Vec::new();
+        for (reader, id) in [
+            (session.stdout, channel::STDOUT),
+            (session.stderr, channel::STDERR),
+        ] {
+            if let Some(reader) = reader {
+                channels.push(id);
+                tokio::spawn(pump(reader, id, out_tx.clone()));
+            }
+        }
+        let stdin = session.stdin.map(|writer| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(feed_stdin(writer, rx));
+            tx
+        });
+        Process {
+            output,
+            channels,
+            output_done: false,
+            stdin,
+            resize: session.resize,
+            exit: session.exit,
+            code: None,
+            drain_until: Instant::now(),
+            command,
+        }
+    }
+
+    /// The channels of the outputs this session has.
+    pub(super) fn channels(&self) -> &[u8] {
+        &self.channels
+    }
+
+    /// The next output chunk, or `None` once the session is over: the process has exited and
+    /// its output has ended, or has stopped arriving for [`DRAIN_AFTER_EXIT`] (a background
+    /// child can keep the pipes open forever). Cancel-safe, and `None` again once over.
+    pub(super) async fn next_output(&mut self) -> Option<(u8, Bytes)> {
+        loop {
+            if self.code.is_some() && self.output_done {
+                return None;
+            }
+            tokio::select! {
+                code = &mut self.exit, if self.code.is_none() => {
+                    self.code = Some(code);
+                    self.drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+                }
+                () = tokio::time::sleep_until(self.drain_until), if self.code.is_some() => {
+                    self.output_done = true;
+                }
+                chunk = self.output.recv(), if !self.output_done => match chunk {
+                    Some(chunk) => {
+                        if self.code.is_some() {
+                            self.drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+                        }
+                        return Some(chunk);
+                    }
+                    None => self.output_done = true,
+                },
+            }
+        }
+    }
+
+    /// Input from the client; dropped when stdin was not asked for or is closed.
+    pub(super) fn write_stdin(&self, bytes: Bytes) {
+        if let Some(tx) = &self.stdin {
+            let _ = tx.send(bytes);
+        }
+    }
+
+    /// The client's stdin ended.
+    pub(super) fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// A terminal size from the client; never blocks (a resize that does not fit is dropped).
+    pub(super) fn resize(&self, size: TerminalSize) {
+        if let Some(tx) = &self.resize {
+            let _ = tx.try_send(size);
+        }
+    }
+
+    /// The outcome to send once [`Process::next_output`] returned `None`; closes stdin.
+    pub(super) fn finish(self) -> Value {
+        match &self.command {
+            Some(command) => {
+                let argv: Vec<&str> = command.iter().map(String::as_str).collect();
+                channel::exit_status(self.code.unwrap_or(0), &argv)
+            }
+            None => channel::exit_status(0, &[]),
+        }
+    }
+}
+
+/// Copies `reader` into `out` as chunks of channel `id` until it ends.
+async fn pump(
     mut reader: std::pin::Pin<Box<dyn AsyncRead + Send>>,
     id: u8,
-    out: mpsc::Sender<Output>,
+    out: mpsc::Sender<(u8, Bytes)>,
 ) {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = BytesMut::new();
     loop {
-        match reader.read(&mut buf[1..]).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let mut message = Vec::with_capacity(n + 1);
-                message.push(id);
-                message.extend_from_slice(&buf[1..=n]);
-                if out.send(Output::Message(message)).await.is_err() {
+        buf.reserve(CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if out.send((id, buf.split().freeze())).await.is_err() {
                     return;
                 }
             }
         }
     }
-    let _ = out.send(Output::Eof).await;
 }
 
-/// Writes stdin; `None` closes it.
-pub(super) async fn feed_stdin(
+/// Writes the client's input until it closes, then shuts the writer down and drops it, which
+/// closes the pipe (or the terminal's input side).
+async fn feed_stdin(
     mut writer: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
-    mut input: mpsc::UnboundedReceiver<Option<Bytes>>,
+    mut input: mpsc::UnboundedReceiver<Bytes>,
 ) {
-    while let Some(item) = input.recv().await {
-        match item {
-            Some(bytes) => {
-                if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
-                    break;
-                }
-            }
-            None => {
-                let _ = writer.shutdown().await;
-                break;
-            }
+    while let Some(bytes) = input.recv().await {
+        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+            return;
         }
     }
-    // Dropping the writer closes the pipe (or the terminal's input side).
+    let _ = writer.shutdown().await;
 }
 
-/// Drives one session until the process exits and its output is sent, or the client leaves.
-/// `command` is the exec's command (its exit code is reported); `None` for attach, which
-/// always reports success.
-pub(super) async fn run(
-    mut socket: Socket,
-    protocol: Protocol,
-    session: ExecSession,
-    command: Option<Vec<String>>,
-) {
-    let ExecSession {
-        stdin,
-        stdout,
-        stderr,
-        resize,
-        exit,
-    } = session;
-    let (out_tx, mut out_rx) = mpsc::channel::<Output>(8);
-    let mut open_outputs = 0usize;
-    for (reader, id) in [(stdout, channel::STDOUT), (stderr, channel::STDERR)] {
-        if let Some(reader) = reader {
-            open_outputs += 1;
-            tokio::spawn(pump(reader, id, out_tx.clone()));
-        }
-    }
-    let mut stdin_tx = stdin.map(|writer| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(feed_stdin(writer, rx));
-        tx
-    });
-    let mut exit = exit;
-    let mut code: Option<i32> = None;
-    let mut drain_until = Instant::now();
+/// Drives one session over a WebSocket until the process exits and its output is sent, or the
+/// client leaves.
+async fn run(mut socket: Socket, protocol: Protocol, mut process: Process) {
     loop {
-        if code.is_some() && open_outputs == 0 {
-            break;
-        }
         tokio::select! {
-            c = &mut exit, if code.is_none() => {
-                code = Some(c);
-                drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-            }
-            _ = tokio::time::sleep_until(drain_until), if code.is_some() => break,
-            output = out_rx.recv() => match output {
-                Some(Output::Message(message)) => {
-                    if socket.send(Message::binary(message)).await.is_err() {
-                        return;
-                    }
-                    if code.is_some() {
-                        drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-                    }
+            output = process.next_output() => {
+                let Some((id, bytes)) = output else { break };
+                let mut message = Vec::with_capacity(bytes.len() + 1);
+                message.push(id);
+                message.extend_from_slice(&bytes);
+                if socket.send(Message::binary(message)).await.is_err() {
+                    return;
                 }
-                Some(Output::Eof) => open_outputs = open_outputs.saturating_sub(1),
-                // This loop holds a sender.
-                None => {}
-            },
+            }
             message = socket.next() => match message {
                 Some(Ok(Message::Binary(data))) => match Frame::decode(&data, protocol) {
-                    Ok(Frame::Stdin(bytes)) => {
-                        if let Some(tx) = &stdin_tx {
-                            let _ = tx.send(Some(bytes));
-                        }
-                    }
-                    Ok(Frame::Close(channel::STDIN)) => {
-                        if let Some(tx) = stdin_tx.take() {
-                            let _ = tx.send(None);
-                        }
-                    }
+                    Ok(Frame::Stdin(bytes)) => process.write_stdin(bytes),
+                    Ok(Frame::Close(channel::STDIN)) => process.close_stdin(),
                     Ok(Frame::Resize { width, height }) => {
-                        if let Some(tx) = &resize {
-                            let _ = tx.try_send(TerminalSize { width, height });
-                        }
+                        process.resize(TerminalSize { width, height });
                     }
                     // Nothing else is for the server; an undecodable message is skipped, as
                     // client-go skips unknown stream ids.
                     _ => {}
                 },
                 Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                    // The client is gone: dropping the session closes stdin and the outputs.
+                    // The client is gone: dropping the process closes stdin and the outputs.
                     return;
                 }
                 Some(Ok(_)) => {}
             },
         }
     }
-    drop(stdin_tx);
-    let status = match &command {
-        Some(command) => {
-            let argv: Vec<&str> = command.iter().map(String::as_str).collect();
-            channel::exit_status(code.unwrap_or(0), &argv)
-        }
-        None => channel::exit_status(0, &[]),
-    };
+    let status = process.finish();
     if socket
         .send(Message::binary(Frame::Error(status).encode()))
         .await

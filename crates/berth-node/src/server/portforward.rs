@@ -18,7 +18,7 @@ use berth_streaming::channel::{self, Endpoint, Protocol};
 use berth_streaming::portforward::{Event, MAX_DATA_CHUNK, Server};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::query::Query;
 use super::ws::{self, Socket};
-use super::{Body, PodStreams, State, bad_request, full};
+use super::{Body, PodStreams, State, bad_request};
 
 /// The `X-Stream-Protocol-Version` of SPDY port-forward.
 const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
@@ -74,31 +74,14 @@ pub(super) fn port_forward(
         });
         return ws::accept(&request, protocol);
     }
-    let spdy_version_offered = request
-        .headers()
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| v.trim() == PORT_FORWARD_PROTOCOL);
-    if ws::is_spdy(&request) && spdy_version_offered {
+    if ws::is_spdy(&request) && ws::offers_stream_protocol(&request, PORT_FORWARD_PROTOCOL) {
         let upgrade = hyper::upgrade::on(&mut request);
         tokio::spawn(async move {
-            match upgrade.await {
-                Ok(upgraded) => spdy_session(Transport::Raw(TokioIo::new(upgraded)), target).await,
-                Err(e) => tracing::debug!(error = %e, "the SPDY upgrade failed"),
+            if let Some(io) = ws::upgraded(upgrade).await {
+                spdy_session(Transport::Raw(io), target).await;
             }
         });
-        let mut response = Response::new(full(""));
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let headers = response.headers_mut();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-        headers.insert(
-            "x-stream-protocol-version",
-            HeaderValue::from_static(PORT_FORWARD_PROTOCOL),
-        );
-        return response;
+        return ws::accept_spdy(PORT_FORWARD_PROTOCOL);
     }
     bad_request("Upgrade request required: port-forward needs a WebSocket or SPDY/3.1 upgrade")
 }
@@ -197,6 +180,10 @@ async fn forward(
     mut to_pod: mpsc::UnboundedReceiver<Option<Bytes>>,
     from_pod: mpsc::Sender<FromPod>,
 ) {
+    // The kubelet's wording, which kubectl prints.
+    let failed = |e: &dyn std::fmt::Display| {
+        format!("error forwarding port {port} to pod {}: {e}", target.pod)
+    };
     let stream = match target
         .streams
         .dial(&target.namespace, &target.pod, port)
@@ -204,9 +191,7 @@ async fn forward(
     {
         Ok(stream) => stream,
         Err(e) => {
-            // The kubelet's wording, which kubectl prints.
-            let message = format!("error forwarding port {port} to pod {}: {e}", target.pod);
-            let _ = from_pod.send(FromPod::Closed(id, Some(message))).await;
+            let _ = from_pod.send(FromPod::Closed(id, Some(failed(&e)))).await;
             return;
         }
     };
@@ -231,12 +216,7 @@ async fn forward(
                         return;
                     }
                 }
-                Err(e) => {
-                    break Some(format!(
-                        "error forwarding port {port} to pod {}: {e}",
-                        target.pod
-                    ));
-                }
+                Err(e) => break Some(failed(&e)),
             }
         };
         let _ = from_pod.send(FromPod::Closed(id.clone(), error)).await;
@@ -311,11 +291,13 @@ async fn spdy_session(mut transport: Transport, target: Target) {
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Serves kube-rs's WebSocket port-forward: one connection per requested port.
+/// Serves kube-rs's WebSocket port-forward: one connection per requested port, the port at
+/// index i on channels 2i (data) and 2i+1 (errors); the connection's id is its index.
 async fn channel_session(mut socket: Socket, target: Target, ports: Vec<u16>) {
     let (from_pod_tx, mut from_pod) = mpsc::channel::<FromPod>(64);
     let mut connections = Vec::with_capacity(ports.len());
     for (index, port) in ports.iter().enumerate() {
+        // `ports` checked that every index has its channels.
         let Some((data, error)) = channel::port_forward_channels(index) else {
             return;
         };
@@ -332,48 +314,43 @@ async fn channel_session(mut socket: Socket, target: Target, ports: Vec<u16>) {
             from_pod_tx.clone(),
         ));
     }
+    // The channel of a message from the pod: its connection's data or error channel.
+    let channel_of = |id: &str, error: bool| {
+        let index = id.parse::<usize>().ok().filter(|i| *i < ports.len())?;
+        let (data, error_channel) = channel::port_forward_channels(index)?;
+        Some(if error { error_channel } else { data })
+    };
     let mut open = ports.len();
-    let index_of = |id: &str| id.parse::<usize>().ok().filter(|i| *i < ports.len());
     while open > 0 {
         tokio::select! {
             message = socket.next() => match message {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if let Some((ch, data)) = channel::split_channel(&bytes)
+                    if let Some(&ch) = bytes.first()
                         && ch % 2 == 0
                         && let Some(c) = connections.get(usize::from(ch / 2))
                     {
-                        let _ = c.to_pod.send(Some(bytes.slice(bytes.len() - data.len()..)));
+                        let _ = c.to_pod.send(Some(bytes.slice(1..)));
                     }
                 }
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
+            // This loop holds a sender, so the channel never ends.
             Some(message) = from_pod.recv() => {
-                let (index, message) = match message {
-                    FromPod::Data(id, bytes) => {
-                        let Some(index) = index_of(&id) else { continue };
-                        let (ch, _) = channel::port_forward_channels(index).unwrap_or_default();
-                        let mut m = Vec::with_capacity(bytes.len() + 1);
-                        m.push(ch);
-                        m.extend_from_slice(&bytes);
-                        (index, Some(m))
-                    }
+                let (ch, payload) = match message {
+                    FromPod::Data(id, bytes) => (channel_of(&id, false), Some(bytes)),
                     FromPod::Closed(id, error) => {
-                        let Some(index) = index_of(&id) else { continue };
                         open -= 1;
-                        let (_, ch) = channel::port_forward_channels(index).unwrap_or_default();
-                        (index, error.map(|e| {
-                            let mut m = vec![ch];
-                            m.extend_from_slice(e.as_bytes());
-                            m
-                        }))
+                        (channel_of(&id, true), error.map(Bytes::from))
                     }
                 };
-                let _ = index;
-                if let Some(m) = message
-                    && socket.send(Message::binary(m)).await.is_err()
-                {
-                    break;
+                if let (Some(ch), Some(payload)) = (ch, payload) {
+                    let mut m = Vec::with_capacity(payload.len() + 1);
+                    m.push(ch);
+                    m.extend_from_slice(&payload);
+                    if socket.send(Message::binary(m)).await.is_err() {
+                        break;
+                    }
                 }
             }
         }

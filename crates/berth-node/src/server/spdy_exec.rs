@@ -16,93 +16,45 @@ use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::exec::{DRAIN_AFTER_EXIT, Output, feed_stdin, pump};
-use super::{ExecSession, TerminalSize};
+use super::TerminalSize;
+use super::exec::{DRAIN_AFTER_EXIT, Process};
 
 /// The only remotecommand version served over SPDY.
 pub(super) const PROTOCOL: &str = "v4.channel.k8s.io";
 
-/// Whether the client offers [`PROTOCOL`] in `X-Stream-Protocol-Version`.
-pub(super) fn offered<B>(request: &http::Request<B>) -> bool {
-    request
-        .headers()
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| v.trim() == PROTOCOL)
-}
-
-/// Drives one session on the upgraded connection; see [`super::exec::run`] for the WebSocket
-/// twin and the meaning of `command`.
-pub(super) async fn run(
-    mut io: TokioIo<Upgraded>,
-    session: ExecSession,
-    command: Option<Vec<String>>,
-) {
-    let ExecSession {
-        stdin,
-        stdout,
-        stderr,
-        resize,
-        exit,
-    } = session;
+/// Drives one session on the upgraded connection; [`super::exec`] has the WebSocket twin.
+pub(super) async fn run(mut io: TokioIo<Upgraded>, mut process: Process) {
     let mut decoder = Decoder::new();
     let mut encoder = Encoder::new();
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
-    let (out_tx, mut out_rx) = mpsc::channel::<Output>(8);
-    let mut open_outputs = 0usize;
     // The streams the client must have opened before the outcome can be sent.
-    let mut wanted = vec![channel::ERROR];
-    for (reader, id) in [(stdout, channel::STDOUT), (stderr, channel::STDERR)] {
-        if let Some(reader) = reader {
-            open_outputs += 1;
-            wanted.push(id);
-            tokio::spawn(pump(reader, id, out_tx.clone()));
-        }
-    }
-    let mut stdin_tx = stdin.map(|writer| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(feed_stdin(writer, rx));
-        tx
-    });
+    let wanted: Vec<u8> = [channel::ERROR]
+        .into_iter()
+        .chain(process.channels().iter().copied())
+        .collect();
     // Stream ids by channel (error 3, stdin 0, stdout 1, stderr 2, resize 4), and back.
     let mut streams: HashMap<u8, u32> = HashMap::new();
     let mut channels: HashMap<u32, u8> = HashMap::new();
     // Output that arrived before the client opened its stream.
-    let mut pending: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut pending: Vec<(u8, Bytes)> = Vec::new();
     let mut resize_buf: Vec<u8> = Vec::new();
-    let mut exit = exit;
-    let mut code: Option<i32> = None;
-    let mut drain_until = Instant::now();
+    // Once the process is over: how long the client may still take to open its streams.
+    let mut over: Option<Instant> = None;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // The process may be done before the client has even opened its streams.
-        if code.is_some() && open_outputs == 0 && wanted.iter().all(|c| streams.contains_key(c)) {
+        if over.is_some() && wanted.iter().all(|c| streams.contains_key(c)) {
             break;
         }
         tokio::select! {
-            c = &mut exit, if code.is_none() => {
-                code = Some(c);
-                drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-            }
-            _ = tokio::time::sleep_until(drain_until), if code.is_some() => break,
-            out = out_rx.recv() => match out {
-                Some(Output::Message(message)) => {
-                    if let Some((&id, data)) = message.split_first() {
-                        pending.push((id, data.to_vec()));
-                    }
-                    if code.is_some() {
-                        drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-                    }
-                }
-                Some(Output::Eof) => open_outputs = open_outputs.saturating_sub(1),
-                None => {}
+            chunk = process.next_output(), if over.is_none() => match chunk {
+                Some(chunk) => pending.push(chunk),
+                None => over = Some(Instant::now() + DRAIN_AFTER_EXIT),
             },
+            () = tokio::time::sleep_until(over.unwrap_or_else(Instant::now)), if over.is_some() => break,
             read = io.read(&mut buf) => {
                 let n = match read {
                     Ok(0) | Err(_) => return,
@@ -139,29 +91,18 @@ pub(super) async fn run(
                         }
                         Frame::Data { stream_id, fin, data } => match channels.get(&stream_id) {
                             Some(&channel::STDIN) => {
-                                if let Some(tx) = &stdin_tx {
-                                    if !data.is_empty() {
-                                        let _ = tx.send(Some(data));
-                                    }
-                                    if fin {
-                                        let _ = tx.send(None);
-                                        stdin_tx = None;
-                                    }
+                                if !data.is_empty() {
+                                    process.write_stdin(data);
+                                }
+                                if fin {
+                                    process.close_stdin();
                                 }
                             }
                             Some(&channel::RESIZE) => {
                                 resize_buf.extend_from_slice(&data);
-                                let mut sizes = serde_json::Deserializer::from_slice(&resize_buf)
-                                    .into_iter::<serde_json::Value>();
-                                let mut consumed = 0;
-                                while let Some(Ok(size)) = sizes.next() {
-                                    consumed = sizes.byte_offset();
-                                    let dim = |k: &str| size.get(k).and_then(serde_json::Value::as_u64).and_then(|v| u16::try_from(v).ok());
-                                    if let (Some(width), Some(height), Some(tx)) = (dim("Width"), dim("Height"), &resize) {
-                                        let _ = tx.try_send(TerminalSize { width, height });
-                                    }
+                                for size in take_sizes(&mut resize_buf) {
+                                    process.resize(size);
                                 }
-                                resize_buf.drain(..consumed);
                             }
                             _ => {}
                         },
@@ -183,14 +124,7 @@ pub(super) async fn run(
             }
         }
     }
-    drop(stdin_tx);
-    let status = match &command {
-        Some(command) => {
-            let argv: Vec<&str> = command.iter().map(String::as_str).collect();
-            channel::exit_status(code.unwrap_or(0), &argv)
-        }
-        None => channel::exit_status(0, &[]),
-    };
+    let status = process.finish();
     // Output whose stream never came is dropped; the client did not ask for it.
     pending.retain(|(id, _)| streams.contains_key(id));
     if !flush_pending(&mut pending, &streams, &mut encoder, &mut output) {
@@ -198,15 +132,15 @@ pub(super) async fn run(
     }
     let mut finish = vec![(
         channel::ERROR,
-        serde_json::to_vec(&status).unwrap_or_default(),
+        Bytes::from(serde_json::to_vec(&status).unwrap_or_default()),
     )];
-    finish.extend([channel::STDOUT, channel::STDERR].map(|c| (c, Vec::new())));
+    finish.extend([channel::STDOUT, channel::STDERR].map(|c| (c, Bytes::new())));
     for (channel, data) in finish {
         if let Some(&stream_id) = streams.get(&channel) {
             let frame = Frame::Data {
                 stream_id,
                 fin: true,
-                data: Bytes::from(data),
+                data,
             };
             if encoder.encode(&frame, &mut output).is_err() {
                 return;
@@ -223,9 +157,30 @@ pub(super) async fn run(
     let _ = io.shutdown().await;
 }
 
+/// The complete `{"Width":..,"Height":..}` objects at the start of `buf` (the resize stream is
+/// a sequence of them), removed from it; an incomplete last one stays for the next data.
+fn take_sizes(buf: &mut Vec<u8>) -> Vec<TerminalSize> {
+    let mut sizes = Vec::new();
+    let mut objects = serde_json::Deserializer::from_slice(buf).into_iter::<serde_json::Value>();
+    let mut consumed = 0;
+    while let Some(Ok(size)) = objects.next() {
+        consumed = objects.byte_offset();
+        let dim = |k: &str| {
+            size.get(k)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|v| u16::try_from(v).ok())
+        };
+        if let (Some(width), Some(height)) = (dim("Width"), dim("Height")) {
+            sizes.push(TerminalSize { width, height });
+        }
+    }
+    buf.drain(..consumed);
+    sizes
+}
+
 /// Encodes the output whose streams the client has opened; `false` if encoding failed.
 fn flush_pending(
-    pending: &mut Vec<(u8, Vec<u8>)>,
+    pending: &mut Vec<(u8, Bytes)>,
     streams: &HashMap<u8, u32>,
     encoder: &mut Encoder,
     output: &mut BytesMut,
@@ -237,7 +192,7 @@ fn flush_pending(
                 let frame = Frame::Data {
                     stream_id,
                     fin: false,
-                    data: Bytes::from(data),
+                    data,
                 };
                 if encoder.encode(&frame, output).is_err() {
                     return false;
@@ -248,4 +203,31 @@ fn flush_pending(
     }
     *pending = kept;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_objects_are_taken_whole() {
+        let mut buf = br#"{"Width":80,"Height":24}{"Width":100,"Hei"#.to_vec();
+        assert_eq!(
+            take_sizes(&mut buf),
+            [TerminalSize {
+                width: 80,
+                height: 24
+            }]
+        );
+        assert_eq!(buf, br#"{"Width":100,"Hei"#);
+        buf.extend_from_slice(br#"ght":30}"#);
+        assert_eq!(
+            take_sizes(&mut buf),
+            [TerminalSize {
+                width: 100,
+                height: 30
+            }]
+        );
+        assert!(buf.is_empty());
+    }
 }
