@@ -43,7 +43,8 @@ impl DataDir {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: the API server on its embedded store, and the scheduler.
+    /// Run the control plane: the API server on its embedded store, the scheduler and the
+    /// controllers.
     Up {
         #[command(flatten)]
         data_dir: DataDir,
@@ -295,6 +296,12 @@ async fn up(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = admin_client(server.kubeconfig_path()).await?;
     let scheduler = spawn_scheduler(client.clone(), stop_rx.clone());
+    let identity = berth_controllers::leader::identity(&default_node_name(), &data_dir);
+    let controllers = tokio::spawn(berth_controllers::run(
+        client.clone(),
+        identity,
+        stopping(stop_rx.clone()),
+    ));
     let agent = match node_name {
         Some(node_name) => spawn_agent(client, &data_dir, node_name, stop_rx)?,
         None => tokio::spawn(async {}),
@@ -313,14 +320,14 @@ async fn up(
             let _ = stop_tx.send(true);
         })
         .await;
-    // The scheduler and the agent stop at their next await; a stuck request must not hold up
-    // the exit. Containers keep running: the next `berth up` adopts them.
-    let stopped = futures::future::join(scheduler, agent);
+    // The scheduler, the controllers and the agent stop at their next await; a stuck request
+    // must not hold up the exit. Containers keep running: the next `berth up` adopts them.
+    let stopped = futures::future::join3(scheduler, controllers, agent);
     if tokio::time::timeout(Duration::from_secs(5), stopped)
         .await
         .is_err()
     {
-        tracing::warn!("the scheduler or the node agent did not stop in time");
+        tracing::warn!("the scheduler, the controllers or the node agent did not stop in time");
     }
     tracing::info!("berth stopped");
     Ok(())

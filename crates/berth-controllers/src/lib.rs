@@ -1,0 +1,68 @@
+//! berth's controllers: the reconcile loops that turn ReplicaSets and Deployments into pods,
+//! delete what lost its owner, and empty namespaces being deleted. Like the scheduler and the
+//! node agent they are clients of the API server (kube-rs over loopback), so the same code
+//! would drive any Kubernetes API.
+//!
+//! Where to start: [`run`] campaigns for the controller lease ([`leader`]) and, while this
+//! process holds it, runs every controller; losing the lease (or berth stopping) stops them
+//! all. Each controller is one module with one `reconcile` function in kube-runtime's shape:
+//! level-triggered (it reads the world as it is now, never the event that woke it),
+//! idempotent (running it twice changes nothing the second time) and requeued with back-off
+//! when it fails.
+//!
+//! - [`replicaset`]: pods to match `spec.replicas`, adoption and release, status;
+//! - [`deployment`]: ReplicaSets per template, rolling and recreate updates, revisions,
+//!   progress conditions;
+//! - [`gc`]: ownerReferences-driven deletion (background, foreground, orphan);
+//! - [`namespace`]: emptying a Terminating namespace and finalizing it;
+//! - [`pods`]: pod readiness and availability, controller references, template hashes;
+//! - [`expectations`]: what a controller has asked for and not yet seen in its cache.
+
+pub mod deployment;
+pub mod error;
+pub mod expectations;
+pub mod gc;
+pub mod leader;
+pub mod namespace;
+pub mod pods;
+pub mod replicaset;
+
+use std::future::Future;
+
+use kube::Client;
+use tokio::sync::watch;
+
+pub use error::Error;
+
+/// Runs every controller while this process holds the controller lease, until `stop`
+/// resolves. `identity` names this process in the lease (see [`leader::identity`]).
+pub async fn run(client: Client, identity: String, stop: impl Future<Output = ()>) {
+    let election = leader::LeaderElection::new(client.clone(), identity);
+    election
+        .run(stop, move |lost| run_controllers(client.clone(), lost))
+        .await;
+}
+
+/// All controllers side by side; each stops when `stop` turns true.
+async fn run_controllers(client: Client, stop: watch::Receiver<bool>) {
+    let stopped = |stop: watch::Receiver<bool>| async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let (rs, deploy, gc, ns) = tokio::join!(
+        replicaset::run(client.clone(), stopped(stop.clone())),
+        deployment::run(client.clone(), stopped(stop.clone())),
+        gc::run(client.clone(), stopped(stop.clone())),
+        namespace::run(client.clone(), stopped(stop.clone())),
+    );
+    for (name, result) in [
+        ("replicaset", rs),
+        ("deployment", deploy),
+        ("garbage collector", gc),
+        ("namespace", ns),
+    ] {
+        if let Err(e) = result {
+            tracing::error!(controller = name, error = %e, "controller stopped");
+        }
+    }
+}
