@@ -32,6 +32,9 @@ const EXIT_POLL: Duration = Duration::from_millis(100);
 /// How long to wait before retrying a step that failed for a reason outside the container
 /// (a missing ConfigMap, a volume that could not be set up).
 const RETRY: Duration = Duration::from_secs(2);
+/// How often a running pod is synced with nothing else happening, so configMap and secret
+/// changes reach its volumes (kubelet's resync period is a minute, too).
+const RESYNC: Duration = Duration::from_secs(60);
 /// kubelet's minimum grace when the pod object is already gone (force deletion).
 const MINIMUM_GRACE: Duration = Duration::from_secs(2);
 /// How much of a termination message is kept (kubelet's limit).
@@ -352,7 +355,7 @@ impl PodWorker {
         let terminal = self.phase_override.is_some()
             || matches!(self.current_phase(&pod), "Succeeded" | "Failed");
         if !terminal {
-            wake = self.advance(&pod).await;
+            wake = earliest(self.advance(&pod).await, Some(Instant::now() + RESYNC));
         }
         if !self.post_status(&pod).await {
             wake = earliest(wake, Some(Instant::now() + RETRY));
@@ -916,11 +919,17 @@ impl PodWorker {
 
     /// Sets up the pod's volumes (idempotent); the error is a FailedMount event's message.
     fn ensure_volumes(&mut self, pod: &Pod) -> Result<(), String> {
-        if self.volumes.is_some() {
-            return Ok(());
-        }
         let ips = [self.ctx.node_ip.clone()];
         let pod_ctx = self.ctx.pod_context(pod, &ips);
+        if self.volumes.is_some() {
+            // Set up already: bring configMap, secret and downward API files up to date with
+            // the pod's labels and annotations and the objects, as kubelet's resync does.
+            let report = self.ctx.volumes.refresh(&pod_ctx, self.dir.root());
+            for error in report.errors {
+                tracing::debug!(pod = %self.uid, error = %error, "volume refresh failed");
+            }
+            return Ok(());
+        }
         let prepared = self
             .ctx
             .volumes
@@ -1100,7 +1109,7 @@ fn read_termination_message(
 }
 
 /// The last `lines` lines (at most `bytes` bytes) of a container's log, as kubectl would
-/// print them.
+/// print them (newlines kept, as kubelet keeps them).
 fn log_tail(path: &std::path::Path, lines: usize, bytes: usize) -> Option<String> {
     let data = std::fs::read(path).ok()?;
     let mut joiner = crate::logs::Joiner::default();
@@ -1112,7 +1121,7 @@ fn log_tail(path: &std::path::Path, lines: usize, bytes: usize) -> Option<String
         .flat_map(|l| l.content.clone())
         .collect();
     let cut = text.len().saturating_sub(bytes);
-    let text = String::from_utf8_lossy(&text[cut..]).trim_end().to_string();
+    let text = String::from_utf8_lossy(&text[cut..]).into_owned();
     (!text.is_empty()).then_some(text)
 }
 
