@@ -100,9 +100,15 @@ mod tests {
         e.expect_created("rs", ["a".to_string(), "b".to_string()]);
         e.expect_deleted("rs", ["uid-c".to_string()]);
         assert!(!e.satisfied("rs", |n| n == "a", |_| true));
-        assert!(!e.satisfied("rs", |_| false, |_| true), "b is still missing");
+        assert!(
+            !e.satisfied("rs", |_| false, |_| true),
+            "b is still missing"
+        );
         e.creation_failed("rs", "b");
         assert!(e.satisfied("rs", |_| false, |_| true));
-        assert!(e.satisfied("rs", |_| false, |_| false), "forgotten once satisfied");
+        assert!(
+            e.satisfied("rs", |_| false, |_| false),
+            "forgotten once satisfied"
+        );
     }
 }

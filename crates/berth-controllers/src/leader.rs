@@ -84,9 +84,7 @@ impl LeaderElection {
                     tracing::warn!("another berth took the controller lease");
                     stop_leading(&mut leading).await;
                 }
-                (Err(e), true)
-                    if last_renewal.elapsed() + RENEW_EVERY >= LEASE_DURATION =>
-                {
+                (Err(e), true) if last_renewal.elapsed() + RENEW_EVERY >= LEASE_DURATION => {
                     // Stop before the lease can expire: past that point another server may
                     // lead, and two leaders is the one thing this module exists to prevent.
                     tracing::warn!(error = %e, "cannot renew the controller lease; stepping down");
@@ -191,7 +189,10 @@ fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
         return true;
     };
     let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    renewed.0.saturating_add(duration).is_ok_and(|until| until < now)
+    renewed
+        .0
+        .saturating_add(duration)
+        .is_ok_and(|until| until < now)
 }
 
 async fn stop_leading(leading: &mut Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>) {

@@ -41,15 +41,17 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
         None => false,
         Some(_) if min_ready_seconds <= 0 => true,
         Some(None) => true,
-        Some(Some(since)) => {
-            since.as_second() + i64::from(min_ready_seconds) <= now.as_second()
-        }
+        Some(Some(since)) => since.as_second() + i64::from(min_ready_seconds) <= now.as_second(),
     }
 }
 
 /// How long until a pod that is ready but not yet available becomes available, so a
 /// controller can requeue for that moment instead of polling.
-pub fn until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Option<std::time::Duration> {
+pub fn until_available(
+    pod: &Pod,
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
     let Some(Some(since)) = ready_since(pod) else {
         return None;
     };
@@ -209,7 +211,11 @@ mod tests {
         let first = template_hash(&template, None);
         assert_eq!(first, template_hash(&template, None));
         assert_ne!(first, template_hash(&template, Some(1)));
-        assert!(first.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
+        assert!(
+            first
+                .bytes()
+                .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
+        );
         template.metadata = Some(ObjectMeta {
             labels: Some([("app".to_string(), "web".to_string())].into()),
             ..Default::default()
@@ -220,7 +226,10 @@ mod tests {
     #[test]
     fn a_missing_selector_selects_nothing() {
         let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
-        assert!(!selects(&selector(None, "rs").expect("no selector"), Some(&labels)));
+        assert!(!selects(
+            &selector(None, "rs").expect("no selector"),
+            Some(&labels)
+        ));
         let web = LabelSelector {
             match_labels: Some(labels.clone()),
             ..Default::default()

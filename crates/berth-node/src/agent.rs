@@ -44,6 +44,10 @@ pub struct AgentConfig {
     pub pids_limit: i64,
     /// A container's log is rotated past this size (one rotated file is kept).
     pub log_max_bytes: u64,
+    /// How many pods the Node says it can run (kubelet's `--max-pods`).
+    pub max_pods: i64,
+    /// Host paths pods may mount even though the default policy denies them (their trees).
+    pub allowed_host_paths: Vec<PathBuf>,
 }
 
 impl AgentConfig {
@@ -61,6 +65,8 @@ impl AgentConfig {
             cluster_domain: "cluster.local".to_string(),
             pids_limit: 4096,
             log_max_bytes: 10 * 1024 * 1024,
+            max_pods: node::DEFAULT_MAX_PODS,
+            allowed_host_paths: Vec::new(),
         }
     }
 }
@@ -174,6 +180,7 @@ impl Agent {
         let (pods, pod_writer) = reflector::store::<Pod>();
         let mut machine =
             node::Machine::probe(&config.state_dir, config.node_ip, config.kubelet_port);
+        machine.max_pods = config.max_pods;
         let (config_maps, cm_writer) = reflector::store();
         let (secrets, secret_writer) = reflector::store();
         let caches = tokio::spawn({
@@ -238,7 +245,7 @@ impl Agent {
                 config_maps: config_maps.clone(),
                 secrets: secrets.clone(),
             }),
-            volumes: volume_manager(&config.state_dir),
+            volumes: volume_manager(&config.state_dir, &config.allowed_host_paths),
             events: events_tx,
         });
 
@@ -385,10 +392,15 @@ fn local_pod_uids(ctx: &Context) -> HashSet<String> {
     uids
 }
 
-fn volume_manager(state_dir: &Path) -> volumes::VolumeManager {
+fn volume_manager(state_dir: &Path, allowed_host_paths: &[PathBuf]) -> volumes::VolumeManager {
+    let policy = allowed_host_paths
+        .iter()
+        .fold(volumes::HostPathPolicy::with_data_dir(state_dir), |p, a| {
+            p.allow(a)
+        });
     volumes::VolumeManager::new(
         volumes::VolumeConfig {
-            host_path_policy: volumes::HostPathPolicy::with_data_dir(state_dir),
+            host_path_policy: policy,
             secrets_in_tmpfs: true,
         },
         Arc::new(volumes::HostMounter),
@@ -412,7 +424,8 @@ pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
         .iter()
         .map(|id| worker::stop_container(&runtime, id, std::time::Duration::ZERO));
     futures::future::join_all(stops).await;
-    let volumes = volume_manager(state_dir);
+    // Teardown never consults the host-path policy.
+    let volumes = volume_manager(state_dir, &[]);
     let mut cleaned = 0;
     let mut uids: HashSet<String> = std::fs::read_dir(&pods_root)
         .into_iter()

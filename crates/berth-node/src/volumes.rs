@@ -23,6 +23,7 @@ mod atomic;
 mod host_path;
 mod mount;
 mod remove;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -38,6 +39,7 @@ pub use atomic::{AtomicWriteError, FileProjection, Payload, normalize_path, writ
 pub use host_path::{HostPathError, HostPathPolicy};
 pub use mount::{HostMounter, MountOp, Mounter, RecordingMounter};
 pub use remove::remove_tree;
+pub use usage::{disk_usage, empty_dir_over_limit, has_sized_empty_dir};
 
 use crate::env::{
     Decimal, EnvError, PodContext, field_ref_value, find_container, resource_field_value,

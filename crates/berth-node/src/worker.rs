@@ -25,6 +25,7 @@ use crate::probe::{self, ContainerProbes, ProbeEvent, ProbeKind};
 use crate::rootfs;
 use crate::sandbox::{self, PodDir, container_id, parse_container_id};
 use crate::status::{self, ContainerView, PodFacts, State, Termination};
+use crate::volumes;
 use crate::volumes::PreparedVolume;
 
 /// How often running containers are checked for an exit.
@@ -35,6 +36,9 @@ const RETRY: Duration = Duration::from_secs(2);
 /// How often a running pod is synced with nothing else happening, so configMap and secret
 /// changes reach its volumes (kubelet's resync period is a minute, too).
 const RESYNC: Duration = Duration::from_secs(60);
+/// How often the disk use of size-limited emptyDirs is measured (kubelet's eviction
+/// monitoring period).
+const USAGE_CHECK: Duration = Duration::from_secs(10);
 /// kubelet's minimum grace when the pod object is already gone (force deletion).
 const MINIMUM_GRACE: Duration = Duration::from_secs(2);
 /// How much of a termination message is kept (kubelet's limit).
@@ -111,6 +115,8 @@ pub struct PodWorker {
     last_posted: Option<serde_json::Value>,
     /// A phase decided for the pod as a whole (Failed because an init container failed).
     phase_override: Option<&'static str>,
+    /// Why the pod was evicted (an emptyDir over its sizeLimit): the status message.
+    evicted: Option<String>,
     /// Containers of this pod the spec does not name (left by an earlier agent); stopped.
     orphans: Vec<String>,
     /// The pod's volumes once set up, by name.
@@ -141,6 +147,7 @@ impl PodWorker {
             start_time: None,
             last_posted: None,
             phase_override: None,
+            evicted: None,
             orphans: Vec::new(),
             volumes: None,
             probe_tx,
@@ -352,10 +359,16 @@ impl PodWorker {
             let _ = self.ctx.runtime.remove(&id);
         }
         self.observe_exits();
-        let terminal = self.phase_override.is_some()
+        let mut terminal = self.phase_override.is_some()
             || matches!(self.current_phase(&pod), "Succeeded" | "Failed");
+        if !terminal && self.evict_if_over_limits(&pod).await {
+            terminal = true;
+        }
         if !terminal {
             wake = earliest(self.advance(&pod).await, Some(Instant::now() + RESYNC));
+            if volumes::has_sized_empty_dir(&pod) {
+                wake = earliest(wake, Some(Instant::now() + USAGE_CHECK));
+            }
         }
         if !self.post_status(&pod).await {
             wake = earliest(wake, Some(Instant::now() + RETRY));
@@ -775,6 +788,39 @@ impl PodWorker {
         Ok(())
     }
 
+    /// kubelet's local-storage eviction: a pod whose disk-backed emptyDir grew past its
+    /// sizeLimit has its containers killed at once and fails with reason Evicted (the object
+    /// stays, as kubelet leaves it). True when the pod was evicted.
+    async fn evict_if_over_limits(&mut self, pod: &Pod) -> bool {
+        let Some(prepared) = &self.volumes else {
+            return false;
+        };
+        if !volumes::has_sized_empty_dir(pod) {
+            return false;
+        }
+        let Some(message) = volumes::empty_dir_over_limit(pod, prepared, volumes::disk_usage)
+        else {
+            return false;
+        };
+        tracing::info!(pod = %self.uid, %message, "evicting the pod");
+        self.event(pod, None, "Warning", "Evicted", &message);
+        let ids: Vec<String> = self
+            .init
+            .iter()
+            .chain(&self.app)
+            .filter(|s| s.running)
+            .filter_map(|s| s.id.clone())
+            .collect();
+        let stops = ids
+            .iter()
+            .map(|id| self.stop_container_id(id, Duration::ZERO, None));
+        futures::future::join_all(stops).await;
+        self.observe_exits();
+        self.phase_override = Some("Failed");
+        self.evicted = Some(message);
+        true
+    }
+
     /// Posts the status if it differs from what was last posted; false when posting failed.
     async fn post_status(&mut self, pod: &Pod) -> bool {
         let (init, app) = self.views();
@@ -786,8 +832,8 @@ impl PodWorker {
             sandbox_ready: self.sandbox_ready,
             now: Timestamp::now(),
             phase_override: self.phase_override,
-            reason: None,
-            message: None,
+            reason: self.evicted.is_some().then(|| "Evicted".to_string()),
+            message: self.evicted.clone(),
         };
         let status = status::pod_status(&facts, &init, &app);
         let Ok(value) = serde_json::to_value(&status) else {

@@ -41,6 +41,27 @@ impl DataDir {
     }
 }
 
+/// How the node agent runs pods (kubelet's flags of the same meaning).
+#[derive(clap::Args)]
+struct AgentFlags {
+    /// The most processes one container may have (its `pids.max`), so a fork bomb stays
+    /// inside its pod (kubelet's `--pod-max-pids`).
+    #[arg(long, default_value_t = 4096)]
+    pod_max_pids: i64,
+    /// How many pods this node accepts (kubelet's `--max-pods`).
+    #[arg(long, default_value_t = 110)]
+    max_pods: i64,
+    /// A container's log is rotated when it would grow past this many MiB; one rotated file
+    /// is kept (kubelet's `--container-log-max-size`).
+    #[arg(long, default_value_t = 10)]
+    container_log_max_mib: u64,
+    /// A host path (and everything below it) pods may mount with hostPath although the
+    /// default policy denies it (`/`, `/etc`, `/proc`, `/sys`, `/dev`, `/boot`, the data
+    /// dir). Repeatable.
+    #[arg(long = "allow-host-path", value_name = "PATH")]
+    allowed_host_paths: Vec<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: the API server on its embedded store, the scheduler and the
@@ -62,6 +83,8 @@ enum Command {
         /// runs no pods (as k3s's `--disable-agent`).
         #[arg(long)]
         disable_agent: bool,
+        #[command(flatten)]
+        agent: AgentFlags,
     },
     /// Stop every container a previous `berth up` left running on this data dir and remove
     /// the pods' files from this machine (the API objects are kept; `berth up` starts the pods
@@ -121,6 +144,7 @@ fn main() -> anyhow::Result<()> {
             compaction_interval_seconds,
             node_name,
             disable_agent,
+            agent,
         } => {
             init_tracing();
             let data_dir = data_dir.resolve()?;
@@ -131,7 +155,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 listen,
                 Duration::from_secs(compaction_interval_seconds.max(1)),
-                (!disable_agent).then(|| node_name.unwrap_or_else(default_node_name)),
+                (!disable_agent).then(|| (node_name.unwrap_or_else(default_node_name), agent)),
             ))
         }
         Command::Kubeconfig { data_dir } => {
@@ -278,7 +302,7 @@ async fn up(
     data_dir: PathBuf,
     listen: SocketAddr,
     compaction_interval: Duration,
-    node_name: Option<String>,
+    agent: Option<(String, AgentFlags)>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     berth_apiserver::files::ensure_private_dir(&data_dir)
@@ -302,8 +326,8 @@ async fn up(
         identity,
         stopping(stop_rx.clone()),
     ));
-    let agent = match node_name {
-        Some(node_name) => spawn_agent(client, &data_dir, node_name, stop_rx)?,
+    let agent = match agent {
+        Some((node_name, flags)) => spawn_agent(client, &data_dir, node_name, flags, stop_rx)?,
         None => tokio::spawn(async {}),
     };
     let kubeconfig = server.kubeconfig_path().display().to_string();
@@ -368,6 +392,7 @@ fn spawn_agent(
     client: kube::Client,
     data_dir: &std::path::Path,
     node_name: String,
+    flags: AgentFlags,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let exe = std::env::current_exe().context("cannot find the berth binary to run shims")?;
@@ -383,6 +408,10 @@ fn spawn_agent(
     config.server_key_pem = read(pki.agent_key())?;
     config.server_token = read(pki.agent_token())?.trim().to_string();
     config.kubelet_port = 0;
+    config.pids_limit = flags.pod_max_pids.max(1);
+    config.max_pods = flags.max_pods.max(0);
+    config.log_max_bytes = flags.container_log_max_mib.max(1) * 1024 * 1024;
+    config.allowed_host_paths = flags.allowed_host_paths;
     let agent = berth_node::Agent::new(client, config);
     Ok(tokio::spawn(async move {
         if let Err(e) = agent.run(stopping(stop)).await {

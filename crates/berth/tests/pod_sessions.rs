@@ -92,7 +92,11 @@ spec:
     let (stamp, rest) = stamped.trim_end().split_once(' ').expect("timestamp first");
     assert!(stamp.ends_with('Z') && stamp.contains('T'), "{stamped}");
     assert!(rest.starts_with("line "), "{stamped}");
-    assert!(!kubectl.ok(&["logs", "talker", "-c", "main", "--since=1h"]).is_empty());
+    assert!(
+        !kubectl
+            .ok(&["logs", "talker", "-c", "main", "--since=1h"])
+            .is_empty()
+    );
     assert_eq!(kubectl.ok(&["logs", "talker", "-c", "side"]), "from side\n");
     // A pod with two containers needs -c (kubectl picks the default container and says so).
     let run = kubectl.run(&["logs", "talker"]);
@@ -153,7 +157,10 @@ fn kubectl_in_terminal(kubectl: &Kubectl, rows: u16, cols: u16, args: &str) -> S
     });
     let deadline = Instant::now() + T;
     while child.0.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "kubectl in a terminal did not exit");
+        assert!(
+            Instant::now() < deadline,
+            "kubectl in a terminal did not exit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(child.0.stdin.take());
@@ -187,7 +194,12 @@ spec:
     assert!(shown.contains("33 101"), "{shown:?}");
     assert!(shown.contains("stdin-is-a-tty"), "{shown:?}");
     assert!(shown.contains("exit code 7"), "{shown:?}");
-    let shown = kubectl_in_terminal(&kubectl, 50, 80, "exec -it box -- sh -c 'sleep 1; stty size'");
+    let shown = kubectl_in_terminal(
+        &kubectl,
+        50,
+        80,
+        "exec -it box -- sh -c 'sleep 1; stty size'",
+    );
     assert!(shown.contains("50 80"), "{shown:?}");
     // Without -t the command has no terminal.
     let run = kubectl.run(&["exec", "box", "--", "sh", "-c", "test -t 1 || echo no-tty"]);
@@ -245,7 +257,12 @@ spec:
 #[test]
 fn downward_api_and_projected_volumes_show_the_pod() {
     let (_berth, kubectl) = start();
-    kubectl.ok(&["create", "configmap", "settings", "--from-literal=mode=fast"]);
+    kubectl.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=mode=fast",
+    ]);
     kubectl.apply(
         r#"
 apiVersion: v1

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::Kubectl;
 use podkit::*;
 
-
 #[test]
 fn a_pod_runs_prints_and_exits_with_its_code() {
     let (_berth, kubectl) = start();
@@ -229,24 +228,6 @@ spec:
         !marker_running("trap '' TERM"),
         "a process of the pod survived"
     );
-}
-
-/// Whether some process on the host has `needle` in its command line.
-fn marker_running(needle: &str) -> bool {
-    host_pids(needle).next().is_some()
-}
-
-fn host_pids(needle: &str) -> impl Iterator<Item = u32> + '_ {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(move |entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            text.contains(needle).then_some(pid)
-        })
 }
 
 #[test]

@@ -762,12 +762,21 @@ const HOST_PATH_TYPES: &[&str] = &[
     "Socket",
 ];
 
-/// validateHostPathVolumeSource, also used for PersistentVolumes.
+/// validateHostPathVolumeSource, also used for PersistentVolumes. Stricter than upstream in
+/// one respect: a relative path, which no node can resolve, is refused here rather than left
+/// to fail at mount time (reliability case D6).
 pub(crate) fn validate_host_path(host_path: &str, type_: Option<&str>, path: &Path) -> Errors {
     let mut errs = Vec::new();
     if host_path.is_empty() {
         errs.push(FieldError::required(&path.child("path"), ""));
         return errs;
+    }
+    if !host_path.starts_with('/') {
+        errs.push(FieldError::invalid(
+            &path.child("path"),
+            host_path,
+            "must be an absolute path",
+        ));
     }
     errs.extend(path_no_backsteps(host_path, &path.child("path")));
     if let Some(t) = type_

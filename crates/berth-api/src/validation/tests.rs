@@ -503,3 +503,27 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn host_paths_must_be_absolute_without_backsteps_and_of_a_known_type() {
+    let pod = |path: &str, type_: &str| {
+        json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {
+            "containers": [{"name": "c", "image": "i"}],
+            "volumes": [{"name": "h", "hostPath": {"path": path, "type": type_}}]}})
+    };
+    assert!(create("v1", "Pod", pod("/srv/data", "DirectoryOrCreate")).is_empty());
+    assert_eq!(
+        create("v1", "Pod", pod("relative/x", "")),
+        ["spec.volumes[0].hostPath.path: Invalid value: \"relative/x\": must be an absolute path"]
+    );
+    assert_eq!(
+        create("v1", "Pod", pod("/srv/../etc", "")),
+        ["spec.volumes[0].hostPath.path: Invalid value: \"/srv/../etc\": must not contain '..'"]
+    );
+    let bad_type = create("v1", "Pod", pod("/srv", "Folder"));
+    assert_eq!(bad_type.len(), 1, "{bad_type:?}");
+    assert!(
+        bad_type[0].starts_with("spec.volumes[0].hostPath.type: Unsupported value: \"Folder\""),
+        "{bad_type:?}"
+    );
+}

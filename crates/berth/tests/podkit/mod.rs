@@ -56,7 +56,6 @@ pub fn import_busybox(berth: &Berth) {
     );
 }
 
-
 pub fn start() -> (Berth, Kubectl) {
     let berth = Berth::start();
     import_busybox(&berth);
@@ -123,3 +122,21 @@ pub fn condition(pod: &Value, type_: &str) -> String {
 }
 
 pub const T: Duration = Duration::from_secs(30);
+
+/// Whether some process on the host has `needle` in its command line.
+pub fn marker_running(needle: &str) -> bool {
+    host_pids(needle).next().is_some()
+}
+
+pub fn host_pids(needle: &str) -> impl Iterator<Item = u32> + '_ {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(move |entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(needle).then_some(pid)
+        })
+}
