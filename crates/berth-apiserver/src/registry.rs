@@ -629,6 +629,22 @@ impl Registry {
         let being_deleted = old_meta
             .get("deletionTimestamp")
             .is_some_and(|v| !v.is_null());
+        // A uid in the new object is a precondition (upstream's UpdatedObjectInfo): writing
+        // it to another object of the same name is a conflict, not a silent success. This is
+        // what makes a controller's adopt/release patch safe against a recreated object.
+        let old_uid = old_meta.get("uid").and_then(Value::as_str).unwrap_or("");
+        if let Some(new_uid) = meta_str(new, "uid").filter(|u| !u.is_empty())
+            && new_uid != old_uid
+        {
+            let name = old_meta.get("name").and_then(Value::as_str).unwrap_or("");
+            return Err(ApiError::conflict(
+                info,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {new_uid}, UID in object meta: {old_uid}"
+                ),
+            ));
+        }
         let old_finalizers = finalizers(old);
         let new_finalizers = finalizers(new);
         if being_deleted && new_finalizers.iter().any(|f| !old_finalizers.contains(f)) {

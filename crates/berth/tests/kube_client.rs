@@ -511,3 +511,61 @@ async fn binding_sets_the_node_once_and_only_for_the_same_pod() {
         "{again:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uid_in_an_update_or_patch_is_a_precondition() {
+    let berth = Berth::start_with(&["--disable-agent"]);
+    let api: Api<ConfigMap> = Api::namespaced(berth.client().await, "default");
+    let created = api
+        .create(&PostParams::default(), &configmap("pinned", "1"))
+        .await
+        .expect("create");
+    let uid = created.metadata.uid.clone().expect("uid");
+    let stranger = "00000000-0000-0000-0000-000000000000";
+    let expect_conflict = |result: Result<ConfigMap, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 409, "{status:?}");
+            assert!(
+                status.message.contains(&format!(
+                    "Precondition failed: UID in precondition: {stranger}, UID in object meta: {uid}"
+                )),
+                "{status:?}"
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    let patch = serde_json::json!({"metadata": {"uid": stranger, "labels": {"x": "y"}}});
+    expect_conflict(
+        api.patch(
+            "pinned",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await,
+    );
+    let mut replaced = created.clone();
+    replaced.metadata.uid = Some(stranger.into());
+    expect_conflict(
+        api.replace("pinned", &PostParams::default(), &replaced)
+            .await,
+    );
+    // The same uid (or none) is fine, and nothing above changed the object.
+    let same = serde_json::json!({"metadata": {"uid": uid, "labels": {"x": "z"}}});
+    let patched = api
+        .patch(
+            "pinned",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&same),
+        )
+        .await
+        .expect("patch with the right uid");
+    assert_eq!(
+        patched
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("x"))
+            .map(String::as_str),
+        Some("z")
+    );
+}

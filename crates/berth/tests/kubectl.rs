@@ -658,7 +658,10 @@ fn finalizers_hold_deletion_and_terminating_namespaces_refuse_content() {
     let gone = k.run(&["get", "cm", "settings"]);
     assert!(gone.stderr.contains("NotFound"), "{gone:?}");
 
+    // A held object keeps the namespace Terminating (the namespace controller empties and
+    // removes it once nothing is left).
     k.ok(&["create", "namespace", "doomed"]);
+    k.apply(&held.replace("name: settings\n", "name: settings\n  namespace: doomed\n"));
     k.ok(&["delete", "namespace", "doomed", "--wait=false"]);
     assert_eq!(
         k.ok(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"]),
@@ -681,6 +684,17 @@ fn finalizers_hold_deletion_and_terminating_namespaces_refuse_content() {
     let system = k.run(&["delete", "namespace", "kube-system", "--wait=false"]);
     assert_eq!(system.code, 1);
     assert!(system.stderr.contains("Forbidden"), "{}", system.stderr);
+    k.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "-n",
+        "doomed",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    k.ok(&["wait", "--for=delete", "namespace/doomed", "--timeout=60s"]);
 }
 
 #[test]
