@@ -23,9 +23,9 @@
 //! Why a graph of every object rather than a kube `Controller` per kind: ownership crosses
 //! kinds (a ConfigMap may own a Secret), and what matters for an object is the state of
 //! *other* objects — its owners, its dependents — which no per-kind cache can answer.
-//! Upstream keeps the same graph. Every listable resource type is watched through the
-//! dynamic API ([`graph`] keeps only the metadata that matters), and a change to an object
-//! marks it, its owners and its dependents for another look.
+//! Upstream keeps the same graph. Every listable resource type ([`crate::resources`]) is
+//! watched through the dynamic API ([`graph`] keeps only the metadata that matters), and a
+//! change to an object marks it, its owners and its dependents for another look.
 //!
 //! Why the graph is never trusted for a deletion: it lags the API server, so it may not yet
 //! show an owner that was just created. The one reconcile ([`reconcile`]) first asks the
@@ -46,7 +46,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
+    DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -54,6 +54,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::resources::{api_resource, collectable, dynamic_api};
+use crate::runtime::Backoff;
 use graph::{FOREGROUND, Graph, Node, ORPHAN};
 
 /// Every object with owners or a deletion in progress is looked at again this often, so a
@@ -63,46 +65,6 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5 * 60);
 /// [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// The resource types the garbage collector and the namespace controller cover: every one
-/// that can be listed, watched and deleted. A resource that is only another shape of one
-/// already listed (events.k8s.io Events are core Events) is left out, so each object is seen
-/// once.
-pub fn resources() -> Vec<&'static ResourceInfo> {
-    resources::RESOURCES
-        .iter()
-        .filter(|r| {
-            ["list", "watch", "delete"]
-                .iter()
-                .all(|v| r.verbs.contains(v))
-        })
-        .filter(|r| std::ptr::eq(berth_api::conversion::storage_resource(r), *r))
-        .collect()
-}
-
-/// kube's dynamic description of a resource in berth's table.
-pub fn api_resource(info: &ResourceInfo) -> ApiResource {
-    ApiResource {
-        group: info.group.to_string(),
-        version: info.version.to_string(),
-        api_version: info.api_version(),
-        kind: info.kind.to_string(),
-        plural: info.plural.to_string(),
-    }
-}
-
-/// The dynamic API of `info`, in `namespace` when it is namespaced.
-pub fn dynamic_api(
-    client: &Client,
-    info: &ResourceInfo,
-    namespace: Option<&str>,
-) -> Api<DynamicObject> {
-    let ar = api_resource(info);
-    match namespace {
-        Some(ns) if info.namespaced() => Api::namespaced_with(client.clone(), ns, &ar),
-        _ => Api::all_with(client.clone(), &ar),
-    }
-}
 
 /// What one owner reference resolves to, read live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,8 +237,8 @@ pub fn decide(
 }
 
 /// Runs the garbage collector until `stop` resolves.
-pub async fn run(client: Client, stop: impl Future<Output = ()>) -> Result<(), Error> {
-    let kinds = resources();
+pub async fn run(client: Client, stop: impl Future<Output = ()>) {
+    let kinds = collectable();
     type Events = Pin<
         Box<
             dyn Stream<Item = (usize, Result<watcher::Event<DynamicObject>, watcher::Error>)>
@@ -297,7 +259,7 @@ pub async fn run(client: Client, stop: impl Future<Output = ()>) -> Result<(), E
     let mut events = futures::stream::select_all(streams);
     let mut collector = Collector::new(client);
     let mut graph = Graph::default();
-    let mut queue = Queue::default();
+    let mut queue = Queue::new();
     // Per kind: the uids a relist has shown so far (a relist replaces what the graph holds).
     let mut relisting: HashMap<usize, HashSet<String>> = HashMap::new();
     let mut synced: HashSet<usize> = HashSet::new();
@@ -310,9 +272,9 @@ pub async fn run(client: Client, stop: impl Future<Output = ()>) -> Result<(), E
         let ready = synced.len() == kinds.len();
         let wake = queue.next_due().filter(|_| ready);
         tokio::select! {
-            () = &mut stop => return Ok(()),
+            () = &mut stop => return,
             event = events.next() => {
-                let Some((kind, event)) = event else { return Ok(()) };
+                let Some((kind, event)) = event else { return };
                 let info = kinds[kind];
                 let dirty = match event {
                     Ok(watcher::Event::Apply(o)) => apply(&mut graph, info, &o),
@@ -635,29 +597,31 @@ impl Collector {
 }
 
 /// Which objects are due for a look, with back-off for those that failed.
-#[derive(Default)]
 struct Queue {
     due: HashMap<String, Instant>,
-    failures: HashMap<String, u32>,
+    backoff: Backoff<String>,
 }
 
 impl Queue {
+    fn new() -> Queue {
+        Queue {
+            due: HashMap::new(),
+            backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+        }
+    }
+
     /// Looks at `uid` as soon as possible (a change beats a back-off).
     fn add(&mut self, uid: String) {
         self.due.insert(uid, Instant::now());
     }
 
     fn retry(&mut self, uid: String) {
-        let failures = self.failures.entry(uid.clone()).or_insert(0);
-        let delay = FIRST_BACKOFF
-            .saturating_mul(2u32.saturating_pow(*failures))
-            .min(MAX_BACKOFF);
-        *failures = failures.saturating_add(1);
+        let delay = self.backoff.failed(uid.clone());
         self.due.insert(uid, Instant::now() + delay);
     }
 
     fn forget(&mut self, uid: &str) {
-        self.failures.remove(uid);
+        self.backoff.reset(uid);
     }
 
     fn next_due(&self) -> Option<Instant> {

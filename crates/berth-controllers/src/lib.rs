@@ -15,9 +15,17 @@
 //!   progress conditions;
 //! - [`gc`]: ownerReferences-driven deletion (background, foreground, orphan);
 //! - [`namespace`]: emptying a Terminating namespace and finalizing it;
+//!
+//! What they share:
+//!
+//! - [`runtime`]: reflector caches, event-to-owner mapping, back-off, events, the run loop;
+//! - [`claim`]: adoption and release by selector and controller reference;
+//! - [`expectations`]: what a controller has asked for and not yet seen in its cache;
 //! - [`pods`]: pod readiness and availability, controller references, template hashes;
-//! - [`expectations`]: what a controller has asked for and not yet seen in its cache.
+//! - [`resources`]: the resource types the garbage collector and namespace controller cover;
+//! - [`error`]: what a reconcile fails with, and which failures are worth retrying.
 
+pub mod claim;
 pub mod deployment;
 pub mod error;
 pub mod expectations;
@@ -26,6 +34,8 @@ pub mod leader;
 pub mod namespace;
 pub mod pods;
 pub mod replicaset;
+pub mod resources;
+pub mod runtime;
 
 use std::future::Future;
 
@@ -43,26 +53,17 @@ pub async fn run(client: Client, identity: String, stop: impl Future<Output = ()
         .await;
 }
 
-/// All controllers side by side; each stops when `stop` turns true.
+/// All controllers side by side; each stops when `stop` turns true. None of them ends on an
+/// error: a failed reconcile is retried with back-off inside its controller.
 async fn run_controllers(client: Client, stop: watch::Receiver<bool>) {
     let stopped = |stop: watch::Receiver<bool>| async move {
         let mut stop = stop;
         let _ = stop.wait_for(|stop| *stop).await;
     };
-    let (rs, deploy, gc, ns) = tokio::join!(
+    tokio::join!(
         replicaset::run(client.clone(), stopped(stop.clone())),
         deployment::run(client.clone(), stopped(stop.clone())),
         gc::run(client.clone(), stopped(stop.clone())),
         namespace::run(client.clone(), stopped(stop.clone())),
     );
-    for (name, result) in [
-        ("replicaset", rs),
-        ("deployment", deploy),
-        ("garbage collector", gc),
-        ("namespace", ns),
-    ] {
-        if let Err(e) = result {
-            tracing::error!(controller = name, error = %e, "controller stopped");
-        }
-    }
 }

@@ -4,39 +4,42 @@
 //! Terminating, refuses new objects in it, and keeps it while `spec.finalizers` holds
 //! `kubernetes`). This controller owns that finalizer: for a Terminating namespace it deletes
 //! every namespaced resource type berth serves (the same table the garbage collector watches,
-//! [`crate::gc::resources`]) with a plain delete-collection, so pods end gracefully through
+//! [`crate::resources::collectable`]) with a plain delete-collection, so pods end gracefully through
 //! their node agent and objects with finalizers wait for them. When a list shows nothing left
 //! in any type it writes `spec.finalizers` without `kubernetes` through
 //! `namespaces/<name>/finalize`, and the API server removes the namespace.
 //!
-//! Shape: a kube `Controller` over namespaces (one namespace is one unit of work, unlike the
-//! garbage collector's cross-kind graph). Deleting content is not a namespace event, so a
-//! namespace with content left is requeued after [`RECHECK_EVERY`]; failures back off. What
+//! Shape: the shared run loop of [`crate::runtime`] over one reflector of namespaces (one
+//! namespace is one unit of work, unlike the garbage collector's cross-kind graph). Deleting
+//! content is not a namespace event, so a namespace with content left is looked at again
+//! after [`FIRST_RECHECK`], then less and less often up to [`MAX_RECHECK`] (as upstream's
+//! rate-limited requeue): content held by a finalizer for long must not cost a list of every
+//! resource type every second. Failures back off likewise. What
 //! the status says is a pure function of what one pass found ([`Found`] → [`conditions`]),
 //! with upstream's five condition types, reasons and messages, so `kubectl describe ns` reads
 //! as it does on Kubernetes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 
-use crate::Error;
-use crate::gc;
+use crate::runtime::{self, Backoff};
+use crate::{Error, resources};
 
 /// The finalizer this controller owns on namespaces.
 pub const FINALIZER: &str = "kubernetes";
-/// How soon a namespace whose content is still going is looked at again.
-pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// How soon a namespace whose content is still going is first looked at again; each further
+/// look that still finds content doubles the wait, up to [`MAX_RECHECK`].
+pub const FIRST_RECHECK: Duration = Duration::from_secs(1);
+pub const MAX_RECHECK: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -175,64 +178,40 @@ pub fn finalizers_without_ours(ns: &Namespace) -> Option<Vec<String>> {
 
 struct Context {
     client: Client,
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive looks per namespace that found content left.
+    rechecks: Backoff<String>,
 }
 
 /// Runs the controller until `stop` resolves.
-pub async fn run(client: Client, stop: impl Future<Output = ()>) -> Result<(), Error> {
-    let api: Api<Namespace> = Api::all(client.clone());
+pub async fn run(client: Client, stop: impl Future<Output = ()>) {
+    let (namespaces, events) = runtime::reflector::<Namespace>(&client);
     let context = Arc::new(Context {
         client,
-        failures: Mutex::new(HashMap::new()),
+        rechecks: Backoff::new(FIRST_RECHECK, MAX_RECHECK),
     });
-    let controller = Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "namespace reconcile failed; will retry");
-            }
-        });
-    tokio::select! {
-        () = stop => {}
-        () = controller => {}
-    }
-    Ok(())
-}
-
-fn error_policy(ns: Arc<Namespace>, error: &Error, context: Arc<Context>) -> Action {
-    let mut failures = context.failures.lock().unwrap_or_else(|e| e.into_inner());
-    let n = failures.entry(ns.name_any()).or_insert(0);
-    let delay = FIRST_BACKOFF
-        .saturating_mul(2u32.saturating_pow(*n))
-        .min(MAX_BACKOFF);
-    *n = n.saturating_add(1);
-    tracing::debug!(namespace = %ns.name_any(), %error, ?delay, "namespace deletion will retry");
-    Action::requeue(delay)
+    runtime::run(
+        "namespace",
+        reconcile,
+        context,
+        namespaces,
+        vec![runtime::trigger_self(events)],
+        Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+        stop,
+    )
+    .await;
 }
 
 /// The one reconcile: for a namespace being deleted that still carries our finalizer, delete
 /// what is in it, say in its status what is left, and finalize it once nothing is.
 async fn reconcile(ns: Arc<Namespace>, context: Arc<Context>) -> Result<Action, Error> {
-    let name = ns.name_any();
-    let result = reconcile_namespace(&ns, &context.client).await;
-    if result.is_ok() {
-        context
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&name);
-    }
-    result
-}
-
-async fn reconcile_namespace(ns: &Namespace, client: &Client) -> Result<Action, Error> {
     if ns.metadata.deletion_timestamp.is_none() {
         return Ok(Action::await_change());
     }
-    let Some(kept) = finalizers_without_ours(ns) else {
+    let Some(kept) = finalizers_without_ours(&ns) else {
         return Ok(Action::await_change());
     };
     let name = ns.name_any();
+    let client = &context.client;
     let found = delete_content(client, &name).await;
 
     let api: Api<Namespace> = Api::all(client.clone());
@@ -254,11 +233,12 @@ async fn reconcile_namespace(ns: &Namespace, client: &Client) -> Result<Action, 
         }
     }
     if !found.empty() {
-        return Ok(Action::requeue(RECHECK_EVERY));
+        return Ok(Action::requeue(context.rechecks.failed(name)));
     }
+    context.rechecks.reset(&name);
 
     tracing::info!(namespace = %name, "namespace is empty; finalizing");
-    let mut finalized = ns.clone();
+    let mut finalized = ns.as_ref().clone();
     finalized
         .spec
         .get_or_insert_with(Default::default)
@@ -290,8 +270,11 @@ fn same_conditions(a: &[NamespaceCondition], b: &[NamespaceCondition]) -> bool {
 /// delete or list fails is a failure, never "empty".
 async fn delete_content(client: &Client, namespace: &str) -> Found {
     let mut found = Found::default();
-    for info in gc::resources().into_iter().filter(|r| r.namespaced()) {
-        let api = gc::dynamic_api(client, info, Some(namespace));
+    for info in resources::collectable()
+        .into_iter()
+        .filter(|r| r.namespaced())
+    {
+        let api = resources::dynamic_api(client, info, Some(namespace));
         let resource = format!("{}.{}", info.plural, info.group);
         let listed = match api.list(&ListParams::default()).await {
             Ok(list) => list.items,

@@ -4,18 +4,11 @@
 //! reports replicas, fullyLabeledReplicas, readyReplicas, availableReplicas and the
 //! ReplicaFailure condition in `status` — as upstream's `pkg/controller/replicaset` does.
 //!
-//! Shape: kube-runtime's [`applier`] (the engine under `kube::runtime::Controller`: per-object
-//! queue, no two reconciles of one object at once, requeues) fed by two reflectors, one of
-//! ReplicaSets and one of pods. Why not `Controller` with `.owns()` and `.watches()`: those
-//! open watches of their own, separate from the pod cache the reconcile reads, so a reconcile
-//! woken by a pod event could read a cache that has not seen that event yet and, finding
-//! nothing to do, never look again. Here the one pod reflector updates its cache first and
-//! then maps the event to the ReplicaSets it concerns (its controller, or for an orphan every
-//! ReplicaSet in its namespace whose selector matches it, for adoption), so a reconcile always
-//! sees at least what woke it. Mapping orphans by selector needs the ReplicaSet cache, which
-//! `.watches()` cannot reach either.
+//! Shape: the shared applier machinery of [`crate::runtime`] over two reflector caches, one
+//! of ReplicaSets and one of pods; a pod event wakes its controller or, for an orphan, every
+//! ReplicaSet of its namespace that selects it (see that module for why not `Controller`).
 //!
-//! [`reconcile`] is the one reconcile; it is level-triggered and idempotent. The decisions are
+//! `reconcile` is the one reconcile; it is level-triggered and idempotent. The decisions are
 //! pure functions in [`decide`] (claim, scale, status) and [`rank`] (scale-down victims); the
 //! reconcile reads the caches, calls them, and carries out the answer. [`Expectations`] keep a
 //! cache that lags the controller's own writes from causing extra creations or deletions.
@@ -25,27 +18,27 @@ pub mod rank;
 #[cfg(test)]
 mod testing;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use berth_client::events::Recorder;
-use futures::{StreamExt, future};
+use futures::{TryStreamExt, future};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Config, trigger_with};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, applier, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 
-use crate::Error;
+use crate::error::api_message;
 use crate::expectations::Expectations;
-use crate::pods;
-use decide::{Claim, ManageFailure, Scale};
+use crate::runtime::{self, Backoff, Events};
+use crate::{Error, claim, pods};
+use decide::{ManageFailure, Scale};
 
 /// The component name on events, as upstream's.
 pub const COMPONENT: &str = "replicaset-controller";
@@ -65,139 +58,48 @@ struct Context {
     pods: Store<Pod>,
     replica_sets: Store<ReplicaSet>,
     expectations: Expectations,
-    recorder: tokio::sync::Mutex<Recorder>,
-    /// Consecutive failures per ReplicaSet uid, for the back-off.
-    failures: Mutex<HashMap<String, u32>>,
+    events: Events<ReplicaSet>,
 }
 
 /// Runs the controller until `stop` resolves.
-pub async fn run(client: Client, stop: impl Future<Output = ()>) -> Result<(), Error> {
-    let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let ctx = Arc::new(Context {
+pub async fn run(client: Client, stop: impl Future<Output = ()>) {
+    let (replica_sets, rs_events) = runtime::reflector::<ReplicaSet>(&client);
+    let (pods, pod_events) = runtime::reflector::<Pod>(&client);
+    let context = Arc::new(Context {
         client: client.clone(),
-        pods: pod_store,
-        replica_sets: rs_store.clone(),
+        pods,
+        replica_sets: replica_sets.clone(),
         expectations: Expectations::default(),
-        recorder: tokio::sync::Mutex::new(Recorder::new(client.clone(), COMPONENT, None)),
-        failures: Mutex::new(HashMap::new()),
+        events: Events::new(client, COMPONENT, replica_sets.clone()),
     });
 
-    let rs_events = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-    let forget = ctx.clone();
-    let rs_triggers = trigger_with(rs_events, move |event| match event {
-        watcher::Event::Apply(rs) | watcher::Event::InitApply(rs) => Some(ObjectRef::from_obj(&rs)),
-        watcher::Event::Delete(rs) => {
-            if let Some(uid) = &rs.metadata.uid {
-                forget.expectations.forget(uid);
-                forget.failures().remove(uid);
-            }
-            None
+    let forget = context.clone();
+    let rs_events = rs_events.inspect_ok(move |event| {
+        if let watcher::Event::Delete(rs) = event
+            && let Some(uid) = &rs.metadata.uid
+        {
+            forget.expectations.forget(uid);
         }
-        watcher::Event::Init | watcher::Event::InitDone => None,
     });
-
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff(),
+    let lookup = replica_sets.clone();
+    let triggers = vec![
+        runtime::trigger_self(rs_events),
+        runtime::trigger_mapped(pod_events, move |pod: Pod| {
+            runtime::controllers_of(&pod.metadata, &lookup, |rs: &ReplicaSet| {
+                rs.spec.as_ref().map(|s| &s.selector)
+            })
+        }),
+    ];
+    runtime::run(
+        "replicaset",
+        reconcile,
+        context,
+        replica_sets,
+        triggers,
+        Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+        stop,
     )
-    .touched_objects();
-    let pod_triggers = trigger_with(pod_events, move |pod: Pod| {
-        replica_sets_for_pod(&pod, &rs_store)
-    });
-
-    let controller = applier(
-        |rs, ctx| Box::pin(reconcile(rs, ctx)),
-        error_policy,
-        ctx.clone(),
-        ctx.replica_sets.clone(),
-        futures::stream::select(rs_triggers, pod_triggers),
-        Config::default(),
-    )
-    .for_each(|result| {
-        match result {
-            Ok(_) => {}
-            // A ReplicaSet deleted between its event and its reconcile: nothing to do.
-            Err(kube::runtime::controller::Error::ObjectNotFound(_)) => {}
-            // Logged by error_policy, with the back-off.
-            Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-            Err(e) => tracing::warn!(error = %e, "replicaset reconcile failed; will retry"),
-        }
-        future::ready(())
-    });
-    tokio::select! {
-        () = stop => Ok(()),
-        () = controller => Ok(()),
-    }
-}
-
-/// The ReplicaSets a pod event concerns: its controller if that is a ReplicaSet; if it has no
-/// controller, every ReplicaSet in its namespace that selects it (one of them may adopt it).
-fn replica_sets_for_pod(pod: &Pod, replica_sets: &Store<ReplicaSet>) -> Vec<ObjectRef<ReplicaSet>> {
-    let Some(namespace) = pod.metadata.namespace.as_deref() else {
-        return Vec::new();
-    };
-    if let Some(owner) = pods::controller_of(&pod.metadata) {
-        let is_rs = owner.kind == "ReplicaSet" && owner.api_version.starts_with("apps/");
-        return if is_rs {
-            vec![ObjectRef::new(&owner.name).within(namespace)]
-        } else {
-            Vec::new()
-        };
-    }
-    replica_sets
-        .state()
-        .iter()
-        .filter(|rs| rs.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|rs| {
-            let selector = rs.spec.as_ref().map(|s| &s.selector);
-            pods::selector(selector, "ReplicaSet")
-                .is_ok_and(|s| pods::selects(&s, pod.metadata.labels.as_ref()))
-        })
-        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-        .collect()
-}
-
-fn error_policy(rs: Arc<ReplicaSet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let name = rs.metadata.name.as_deref().unwrap_or("");
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let mut failures = ctx.failures();
-    let count = failures.entry(uid).or_insert(0);
-    let delay = FIRST_BACKOFF
-        .saturating_mul(1u32.checked_shl(*count).unwrap_or(u32::MAX))
-        .min(MAX_BACKOFF);
-    *count = count.saturating_add(1);
-    tracing::warn!(replicaset = name, error = %error, ?delay, "replicaset sync failed");
-    Action::requeue(delay)
-}
-
-impl Context {
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn event(&self, rs: &ReplicaSet, type_: &str, reason: &str, message: &str) {
-        let reference = reference(rs);
-        let mut recorder = self.recorder.lock().await;
-        // Forget repeat counts of ReplicaSets that are gone.
-        let live: HashSet<String> = self
-            .replica_sets
-            .state()
-            .iter()
-            .filter_map(|rs| rs.metadata.uid.clone())
-            .collect();
-        recorder.retain(|uid| live.contains(uid));
-        if let Err(e) = recorder.record(&reference, type_, reason, message).await {
-            tracing::warn!(error = %e, "could not record event");
-        }
-    }
+    .await;
 }
 
 /// The one reconcile: claim the ReplicaSet's pods (adopting and releasing), create or delete
@@ -207,7 +109,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
     ctx.pods
         .wait_until_ready()
         .await
-        .map_err(|_| Error::Invalid("the pod cache stopped before it was filled".into()))?;
+        .map_err(|_| Error::CacheStopped("pod"))?;
     let namespace = rs
         .metadata
         .namespace
@@ -221,17 +123,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
     let uid = rs.metadata.uid.clone().ok_or_else(|| {
         Error::Incomplete(format!("ReplicaSet {namespace}/{name}"), "metadata.uid")
     })?;
-    let selector = match pods::selector(
+    let selector = pods::selector(
         rs.spec.as_ref().map(|s| &s.selector),
         &format!("ReplicaSet {namespace}/{name}"),
-    ) {
-        Ok(selector) => selector,
-        // Retrying cannot fix a selector; the next change to the ReplicaSet wakes it again.
-        Err(e) => {
-            tracing::warn!(error = %e, "replicaset left alone");
-            return Ok(Action::await_change());
-        }
-    };
+    )?;
 
     let all_pods = ctx.pods.state();
     let in_namespace: Vec<&Pod> = all_pods
@@ -239,27 +134,21 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
         .map(AsRef::as_ref)
         .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .collect();
-    let Claim {
-        owned,
-        adopt,
-        release,
-    } = decide::claim(&rs, &selector, in_namespace.iter().copied());
+    let claims = decide::claim(&rs, &selector, in_namespace.iter().copied());
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut claimed = owned;
-    if !adopt.is_empty() {
-        ensure_still_there(&ctx, &rs, &namespace, &name, &uid).await?;
+    let mut claimed = claims.owned;
+    if !claims.adopt.is_empty() {
+        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
+        claim::ensure_can_adopt(&rs_api, &rs).await?;
         let reference = pods::controller_reference(&rs.metadata, "apps/v1", "ReplicaSet")?;
-        let reference = serde_json::to_value(&reference)
-            .map_err(|e| Error::Invalid(format!("encoding an owner reference: {e}")))?;
-        for pod in adopt {
-            if patch_owner(&pod_api, pod, reference.clone()).await? {
+        for pod in claims.adopt {
+            if claim::adopt(&pod_api, pod, &reference).await?.is_some() {
                 claimed.push(pod);
             }
         }
     }
-    for pod in release {
-        let remove = serde_json::json!({"$patch": "delete", "uid": uid});
-        patch_owner(&pod_api, pod, remove).await?;
+    for pod in claims.release {
+        claim::release(&pod_api, pod, &uid).await?;
     }
 
     let satisfied = ctx.expectations.satisfied(
@@ -281,73 +170,26 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
         let related = related_pods(&ctx, &rs, &in_namespace);
         match decide::scale(&rs, &claimed, &related, now) {
             Scale::Hold => Ok(()),
-            Scale::Create(count) => create_pods(&ctx, &rs, &pod_api, &uid, count).await,
-            Scale::Delete(victims) => delete_pods(&ctx, &rs, &pod_api, &uid, &victims).await,
+            Scale::Create(count) => {
+                let pod = pod_from_template(&rs)?;
+                create_pods(&ctx, &rs, &pod_api, &pod, count).await
+            }
+            Scale::Delete(victims) => delete_pods(&ctx, &rs, &pod_api, &victims).await,
         }
     } else {
         Ok(())
     };
 
-    let failure = managed.as_ref().err().map(|e| ManageFailure {
-        message: error_message(e),
-    });
+    let failure = managed.as_ref().err().and_then(ManageFailure::of);
     let status = decide::status(&rs, &claimed, failure.as_ref(), now);
     if decide::status_changed(&rs, &status) {
         write_status(&ctx, &namespace, &name, &status).await?;
     }
     // Failing to create or delete pods is retried with back-off after the status says so.
     managed?;
-    ctx.failures().remove(&uid);
     let requeue = decide::next_available(&rs, &claimed, now)
         .map_or(RESYNC, |due| due.min(RESYNC) + Duration::from_millis(100));
     Ok(Action::requeue(requeue))
-}
-
-/// Before adopting, upstream re-reads the ReplicaSet from the API server: the cache may still
-/// show a ReplicaSet that was deleted (or deleted and recreated under the same name), and a
-/// pod must not be adopted by an owner that is gone.
-async fn ensure_still_there(
-    ctx: &Context,
-    rs: &ReplicaSet,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-) -> Result<(), Error> {
-    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
-    let fresh = api.get(name).await?;
-    if fresh.metadata.uid.as_deref() != Some(uid) {
-        return Err(Error::Invalid(format!(
-            "original ReplicaSet {namespace}/{name} is gone: got uid {}, wanted {uid}",
-            fresh.metadata.uid.as_deref().unwrap_or("")
-        )));
-    }
-    if fresh.metadata.deletion_timestamp.is_some() || rs.metadata.deletion_timestamp.is_some() {
-        return Err(Error::Invalid(format!(
-            "ReplicaSet {namespace}/{name} is being deleted; it adopts no pods"
-        )));
-    }
-    Ok(())
-}
-
-/// Adds or removes (`item` with `$patch: delete`) an owner reference on `pod` with a strategic
-/// merge patch keyed by uid, carrying the pod's uid as upstream does so a pod recreated under
-/// the same name is not touched. `Ok(false)` when the pod is gone or no longer accepts the
-/// change (it was deleted or changed meanwhile); the next reconcile sees why.
-async fn patch_owner(api: &Api<Pod>, pod: &Pod, item: serde_json::Value) -> Result<bool, Error> {
-    let Some(name) = pod.metadata.name.as_deref() else {
-        return Ok(false);
-    };
-    let patch = serde_json::json!({
-        "metadata": {"ownerReferences": [item], "uid": pod.metadata.uid},
-    });
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.is_not_found() || status.is_invalid() => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The active pods of this ReplicaSet and of its siblings (ReplicaSets with the same
@@ -374,50 +216,46 @@ fn related_pods<'a>(ctx: &Context, rs: &ReplicaSet, in_namespace: &[&'a Pod]) ->
         .collect()
 }
 
-/// Creates `count` pods in slow-start batches, stopping at the first batch with a failure,
-/// which is returned. Each created name is expected in the cache.
+/// Creates `count` copies of `pod` in slow-start batches, stopping at the first batch with
+/// a failure, which is returned. Each created name is expected in the cache.
 async fn create_pods(
     ctx: &Context,
     rs: &ReplicaSet,
     api: &Api<Pod>,
-    uid: &str,
+    pod: &Pod,
     count: usize,
 ) -> Result<(), Error> {
-    let pod = pod_from_template(rs)?;
+    let uid = rs.metadata.uid.as_deref().unwrap_or_default();
     let params = PostParams::default();
     for batch in decide::slow_start(count) {
-        let results = future::join_all((0..batch).map(|_| api.create(&params, &pod))).await;
+        let results = future::join_all((0..batch).map(|_| api.create(&params, pod))).await;
         let mut failure = None;
         for result in results {
             match result {
                 Ok(created) => {
                     let name = created.metadata.name.unwrap_or_default();
                     ctx.expectations.expect_created(uid, [name.clone()]);
-                    ctx.event(
-                        rs,
-                        "Normal",
-                        "SuccessfulCreate",
-                        &format!("Created pod: {name}"),
-                    )
-                    .await;
+                    let message = format!("Created pod: {name}");
+                    ctx.events
+                        .record(rs, "Normal", "SuccessfulCreate", &message)
+                        .await;
                 }
                 // Every create fails in a namespace being deleted, and that is expected.
                 Err(kube::Error::Api(status)) if namespace_terminating(&status) => {}
                 Err(e) => {
-                    let message = api_message(&e);
-                    ctx.event(
-                        rs,
-                        "Warning",
-                        "FailedCreate",
-                        &format!("Error creating: {message}"),
-                    )
-                    .await;
+                    let message = format!("Error creating: {}", api_message(&e));
+                    ctx.events
+                        .record(rs, "Warning", "FailedCreate", &message)
+                        .await;
                     failure.get_or_insert(e);
                 }
             }
         }
-        if let Some(e) = failure {
-            return Err(e.into());
+        if let Some(source) = failure {
+            return Err(Error::FailedCreate {
+                owner: describe(rs),
+                source,
+            });
         }
     }
     Ok(())
@@ -429,9 +267,9 @@ async fn delete_pods(
     ctx: &Context,
     rs: &ReplicaSet,
     api: &Api<Pod>,
-    uid: &str,
     victims: &[&Pod],
 ) -> Result<(), Error> {
+    let uid = rs.metadata.uid.as_deref().unwrap_or_default();
     let deletions = victims.iter().filter_map(|pod| {
         let name = pod.metadata.name.clone()?;
         let pod_uid = pod.metadata.uid.clone()?;
@@ -445,31 +283,37 @@ async fn delete_pods(
         match result {
             Ok(_) => {
                 ctx.expectations.expect_deleted(uid, [pod_uid]);
-                ctx.event(
-                    rs,
-                    "Normal",
-                    "SuccessfulDelete",
-                    &format!("Deleted pod: {name}"),
-                )
-                .await;
+                let message = format!("Deleted pod: {name}");
+                ctx.events
+                    .record(rs, "Normal", "SuccessfulDelete", &message)
+                    .await;
             }
             Err(kube::Error::Api(status)) if status.is_not_found() => {
                 ctx.expectations.expect_deleted(uid, [pod_uid]);
             }
             Err(e) => {
-                let message = api_message(&e);
-                ctx.event(
-                    rs,
-                    "Warning",
-                    "FailedDelete",
-                    &format!("Error deleting: {message}"),
-                )
-                .await;
+                let message = format!("Error deleting: {}", api_message(&e));
+                ctx.events
+                    .record(rs, "Warning", "FailedDelete", &message)
+                    .await;
                 failure.get_or_insert(e);
             }
         }
     }
-    failure.map_or(Ok(()), |e| Err(e.into()))
+    match failure {
+        None => Ok(()),
+        Some(source) => Err(Error::FailedDelete {
+            owner: describe(rs),
+            source,
+        }),
+    }
+}
+
+/// "ReplicaSet namespace/name", for errors.
+fn describe(rs: &ReplicaSet) -> String {
+    let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+    let name = rs.metadata.name.as_deref().unwrap_or_default();
+    format!("ReplicaSet {namespace}/{name}")
 }
 
 /// The pod the ReplicaSet creates: the template's labels, annotations, finalizers and spec,
@@ -532,35 +376,7 @@ async fn write_status(
     }
 }
 
-/// The reference events about `rs` carry.
-fn reference(rs: &ReplicaSet) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("ReplicaSet".into()),
-        name: rs.metadata.name.clone(),
-        namespace: rs.metadata.namespace.clone(),
-        uid: rs.metadata.uid.clone(),
-        resource_version: rs.metadata.resource_version.clone(),
-        field_path: None,
-    }
-}
-
-/// What the API server said, as upstream prints a status error: its message alone.
-fn api_message(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// [`api_message`] for a controller error, for the ReplicaFailure condition.
-fn error_message(error: &Error) -> String {
-    match error {
-        Error::Api(e) => api_message(e),
-        other => other.to_string(),
-    }
-}
-
+/// The API server refused a create because the namespace is being deleted.
 fn namespace_terminating(status: &kube::core::Status) -> bool {
     status
         .details

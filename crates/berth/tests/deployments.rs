@@ -477,3 +477,44 @@ fn recreate_never_runs_old_and_new_pods_together() {
         "{pods:?}"
     );
 }
+
+#[test]
+fn a_deployment_recreated_after_an_orphaning_delete_adopts_its_replica_set() {
+    let berth = Berth::start();
+    let kubectl = berth.kubectl();
+    kubectl.apply(&deployment("kept", 1, "v1", "", ""));
+    rollout_status(&kubectl, "kept");
+    let sets = replica_sets(&kubectl, "kept");
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let rs_uid = sets[0]["metadata"]["uid"].clone();
+
+    kubectl.ok(&["delete", "deployment", "kept", "--cascade=orphan"]);
+    wait_for(
+        "the replica set to be orphaned",
+        || describe(&kubectl),
+        || {
+            let sets = replica_sets(&kubectl, "kept");
+            (sets.len() == 1 && sets[0]["metadata"]["ownerReferences"].is_null()).then_some(())
+        },
+    );
+
+    kubectl.apply(&deployment("kept", 1, "v1", "", ""));
+    let deployment_uid = json(&kubectl, &["get", "deployment", "kept"])["metadata"]["uid"].clone();
+    wait_for(
+        "the same replica set to be adopted, not a second one made",
+        || describe(&kubectl),
+        || {
+            let sets = replica_sets(&kubectl, "kept");
+            let adopted = sets.len() == 1
+                && sets[0]["metadata"]["uid"] == rs_uid
+                && sets[0]["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r["uid"] == deployment_uid && r["controller"] == true)
+                    });
+            adopted.then_some(())
+        },
+    );
+    rollout_status(&kubectl, "kept");
+}

@@ -82,6 +82,10 @@ struct Planner<'a> {
     deletes: Vec<usize>,
     notes: Vec<Note>,
     namespace: &'a [&'a ReplicaSet],
+    /// This reconcile rolled out and checked the progress deadline (upstream's
+    /// syncRolloutStatus): only then does the deadline call for a requeue. A paused or
+    /// deleted Deployment is not progressing, so its deadline never expires.
+    deadline_checked: bool,
 }
 
 /// The new ReplicaSet (if any) and the old ones, as indexes into the working copies.
@@ -119,6 +123,7 @@ pub fn plan(observed: Observed<'_>) -> Result<Plan, Error> {
         deletes: Vec::new(),
         notes: Vec::new(),
         namespace: observed.namespace,
+        deadline_checked: false,
     };
     p.sync(observed.pods)?;
     Ok(p.finish())
@@ -781,6 +786,7 @@ impl Planner<'_> {
     /// upstream's syncRolloutStatus: the status plus the Progressing condition (created,
     /// progressing, complete or timed out) and ReplicaFailure copied from a ReplicaSet.
     fn sync_rollout_status(&mut self, new: Option<usize>, old: &[usize]) -> Result<(), Error> {
+        self.deadline_checked = true;
         let mut status = self.calculate_status(new, old)?;
         let deadline = progress_deadline(self.spec);
         if deadline.is_none() {
@@ -853,6 +859,9 @@ impl Planner<'_> {
     /// When a rollout that is neither finished nor timed out would time out: the reconcile
     /// must look again then, since nothing else will change to wake it.
     fn requeue_after(&self) -> Option<Duration> {
+        if !self.deadline_checked {
+            return None;
+        }
         let deadline = progress_deadline(self.spec)?;
         let current = condition(&self.status, PROGRESSING)?;
         if complete(self.d, self.spec, &self.status) || current.reason.as_deref() == Some(TIMED_OUT)

@@ -50,15 +50,6 @@ fn graph(nodes: &[&Node]) -> Graph {
 }
 
 #[test]
-fn the_covered_resources_are_listable_and_each_seen_once() {
-    let kinds = resources();
-    assert!(kinds.iter().any(|r| r.plural == "configmaps"));
-    assert!(kinds.iter().any(|r| r.plural == "namespaces"));
-    let events = kinds.iter().filter(|r| r.plural == "events").count();
-    assert_eq!(events, 1, "events.k8s.io Events are core Events");
-}
-
-#[test]
 fn a_dependent_with_a_live_owner_needs_no_reads() {
     let owner = cm("owner", vec![]);
     let dep = cm("dep", vec![reference(&owner, false)]);
@@ -232,7 +223,7 @@ fn a_dependent_of_a_foreground_owner_cascades_in_the_foreground() {
 
 #[test]
 fn backoff_doubles_and_a_change_overrides_it() {
-    let mut q = Queue::default();
+    let mut q = Queue::new();
     q.retry("a".into());
     q.retry("a".into());
     let due = q.next_due().expect("queued");

@@ -11,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::rank;
+use crate::Error;
+use crate::claim::Claims;
 use crate::pods;
 
 /// At most this many pods are created or deleted in one reconcile (upstream's
@@ -23,46 +25,15 @@ pub const SLOW_START_INITIAL_BATCH: usize = 1;
 /// The condition type that reports failed pod creations or deletions.
 pub const REPLICA_FAILURE: &str = "ReplicaFailure";
 
-/// The pods of one namespace, as the ReplicaSet sees them.
-#[derive(Debug, Default)]
-pub struct Claim<'a> {
-    /// Active pods it controls whose labels still match: its replicas.
-    pub owned: Vec<&'a Pod>,
-    /// Active orphans its selector matches, to adopt.
-    pub adopt: Vec<&'a Pod>,
-    /// Active pods it controls whose labels no longer match, to let go.
-    pub release: Vec<&'a Pod>,
-}
-
-/// Sorts `pods` (any namespace's; others are skipped) as upstream's `ClaimPods` does. Pods
-/// controlled by someone else, finished or terminating pods, and non-matching orphans are
-/// ignored. A ReplicaSet being deleted neither adopts nor releases.
+/// Sorts `pods` (any namespace's; others are skipped) as upstream's `ClaimPods` does, over
+/// the active pods only: finished or terminating pods are neither replicas nor adopted.
 pub fn claim<'a>(
     rs: &ReplicaSet,
     selector: &Option<LabelSelector>,
     pods: impl IntoIterator<Item = &'a Pod>,
-) -> Claim<'a> {
-    let deleting = rs.metadata.deletion_timestamp.is_some();
-    let mut claim = Claim::default();
-    for pod in pods {
-        if pod.metadata.namespace != rs.metadata.namespace || !pods::is_active(pod) {
-            continue;
-        }
-        let matches = pods::selects(selector, pod.metadata.labels.as_ref());
-        match pods::controller_of(&pod.metadata) {
-            Some(owner) if Some(&owner.uid) == rs.metadata.uid.as_ref() => {
-                if matches {
-                    claim.owned.push(pod);
-                } else if !deleting {
-                    claim.release.push(pod);
-                }
-            }
-            Some(_) => {}
-            None if matches && !deleting => claim.adopt.push(pod),
-            None => {}
-        }
-    }
-    claim
+) -> Claims<'a, Pod> {
+    let active = pods.into_iter().filter(|p| pods::is_active(p));
+    crate::claim::claim(&rs.metadata, selector, active)
 }
 
 /// What a reconcile does to the number of pods.
@@ -130,12 +101,29 @@ fn min_ready_seconds(rs: &ReplicaSet) -> i32 {
 /// Why creating or deleting pods failed, for the ReplicaFailure condition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManageFailure {
+    /// FailedCreate or FailedDelete.
+    pub reason: &'static str,
+    /// What the API server said.
     pub message: String,
 }
 
+impl ManageFailure {
+    /// The failure a reconcile's error reports, if it is one of creating or deleting pods.
+    pub fn of(error: &Error) -> Option<ManageFailure> {
+        let reason = match error {
+            Error::FailedCreate { .. } => "FailedCreate",
+            Error::FailedDelete { .. } => "FailedDelete",
+            _ => return None,
+        };
+        Some(ManageFailure {
+            reason,
+            message: error.message(),
+        })
+    }
+}
+
 /// The status the ReplicaSet should show for `claimed`. A failure adds a ReplicaFailure
-/// condition (FailedCreate when it is short of pods, FailedDelete when it has too many)
-/// unless one is already there; success removes it.
+/// condition unless one is already there; success removes it.
 pub fn status(
     rs: &ReplicaSet,
     claimed: &[&Pod],
@@ -162,16 +150,10 @@ pub fn status(
     let has_failure = conditions.iter().any(|c| c.type_ == REPLICA_FAILURE);
     match failure {
         Some(failure) if !has_failure => {
-            let have = i64::try_from(claimed.len()).unwrap_or(i64::MAX);
-            let reason = match have.cmp(&i64::from(desired_replicas(rs))) {
-                std::cmp::Ordering::Less => "FailedCreate",
-                std::cmp::Ordering::Greater => "FailedDelete",
-                std::cmp::Ordering::Equal => "",
-            };
             conditions.push(ReplicaSetCondition {
                 type_: REPLICA_FAILURE.into(),
                 status: "True".into(),
-                reason: Some(reason.into()),
+                reason: Some(failure.reason.into()),
                 message: Some(failure.message.clone()),
                 last_transition_time: Some(Time(now)),
             });
@@ -361,6 +343,7 @@ mod tests {
     fn a_failure_sets_replica_failure_once_and_success_removes_it() {
         let mut rs = replica_set(3);
         let failure = ManageFailure {
+            reason: "FailedCreate",
             message: "pods \"web-x\" is invalid".into(),
         };
         let first = status(&rs, &[], Some(&failure), t(10));
@@ -377,6 +360,7 @@ mod tests {
 
         // Failing again keeps the first condition (and its transition time) as it is.
         let again = ManageFailure {
+            reason: "FailedCreate",
             message: "another".into(),
         };
         let second = status(&rs, &[], Some(&again), t(20));
@@ -391,6 +375,10 @@ mod tests {
         let two = owned_by(pod("b", 1), &rs);
         let mut one_replica = replica_set(1);
         one_replica.status = None;
+        let failure = ManageFailure {
+            reason: "FailedDelete",
+            message: "forbidden".into(),
+        };
         let delete_failed = status(&one_replica, &[&one, &two], Some(&failure), t(10));
         assert_eq!(
             delete_failed.conditions.expect("a condition")[0]

@@ -477,14 +477,21 @@ fn recreate_waits_for_old_pods_before_creating_the_new_replica_set() {
     assert_eq!(rs_replicas(world.by_version("v2").expect("v2")), 2);
 }
 
-#[test]
-fn a_stalled_rollout_exceeds_its_progress_deadline() {
+/// Two replicas of v1 rolled out, then the first step of a rollout to v2 with a progress
+/// deadline of `seconds`.
+fn rollout_with_deadline(seconds: i32) -> World {
     let mut world = rolled_out(2, "v1");
     let spec = spec_mut(&mut world.d);
     spec.template = template("v2");
-    spec.progress_deadline_seconds = Some(10);
+    spec.progress_deadline_seconds = Some(seconds);
     let plan = world.plan(&[]);
     world.apply(plan);
+    world
+}
+
+#[test]
+fn a_stalled_rollout_exceeds_its_progress_deadline() {
+    let mut world = rollout_with_deadline(10);
     // The new pods never become ready.
     for _ in 0..3 {
         world.settle(false);
@@ -506,6 +513,25 @@ fn a_stalled_rollout_exceeds_its_progress_deadline() {
     assert_eq!(progressing.reason.as_deref(), Some(TIMED_OUT));
     assert_eq!(progressing.status, "False");
     assert_eq!(world.plan(&[]).requeue_after, None);
+}
+
+#[test]
+fn a_rollout_paused_midway_does_not_wait_for_its_deadline() {
+    let mut world = rollout_with_deadline(10);
+    world.settle(false);
+    spec_mut(&mut world.d).paused = Some(true);
+    let plan = world.plan(&[]);
+    world.apply(plan);
+    // Long past the deadline, a paused rollout neither times out nor asks to be looked at
+    // again every second.
+    world.clock += 60;
+    let plan = world.plan(&[]);
+    assert_eq!(plan.requeue_after, None);
+    world.apply(plan);
+    assert_eq!(
+        world.condition(PROGRESSING).and_then(|c| c.reason),
+        Some(PAUSED.into())
+    );
 }
 
 #[test]
