@@ -38,9 +38,10 @@ pub fn identity(host: &str, data_dir: &std::path::Path) -> String {
     format!("{host}_{hash:08x}")
 }
 
-/// One candidate for the controller lease.
+/// One candidate for a lease (by default the controller lease).
 pub struct LeaderElection {
     api: Api<Lease>,
+    lease_name: String,
     identity: String,
 }
 
@@ -55,8 +56,19 @@ enum Attempt {
 
 impl LeaderElection {
     pub fn new(client: Client, identity: String) -> LeaderElection {
+        Self::for_lease(client, LEASE_NAMESPACE, LEASE_NAME, identity)
+    }
+
+    /// A candidate for another lease (tests elect over their own).
+    pub fn for_lease(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: String,
+    ) -> LeaderElection {
         LeaderElection {
-            api: Api::namespaced(client, LEASE_NAMESPACE),
+            api: Api::namespaced(client, namespace),
+            lease_name: name.to_string(),
             identity,
         }
     }
@@ -109,11 +121,10 @@ impl LeaderElection {
 
     async fn try_acquire_or_renew(&self) -> Result<Attempt, kube::Error> {
         let now = Timestamp::now();
-        let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
+        let Some(mut lease) = self.api.get_opt(&self.lease_name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
-                    name: Some(LEASE_NAME.into()),
-                    namespace: Some(LEASE_NAMESPACE.into()),
+                    name: Some(self.lease_name.clone()),
                     ..Default::default()
                 },
                 spec: Some(self.held_spec(now, now, 0)),
@@ -139,7 +150,7 @@ impl LeaderElection {
         // replace() sends the resourceVersion read above: a racing candidate gets a conflict.
         match self
             .api
-            .replace(LEASE_NAME, &PostParams::default(), &lease)
+            .replace(&self.lease_name, &PostParams::default(), &lease)
             .await
         {
             Ok(_) => Ok(Attempt::Holding),
@@ -162,7 +173,7 @@ impl LeaderElection {
     /// Gives the lease up (client-go's ReleaseOnCancel): no holder, so the next candidate
     /// takes it on its next attempt.
     async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(LEASE_NAME).await else {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.lease_name).await else {
             return;
         };
         let Some(spec) = lease.spec.as_mut() else {
@@ -175,7 +186,7 @@ impl LeaderElection {
         spec.lease_duration_seconds = Some(1);
         if let Err(e) = self
             .api
-            .replace(LEASE_NAME, &PostParams::default(), &lease)
+            .replace(&self.lease_name, &PostParams::default(), &lease)
             .await
         {
             tracing::debug!(error = %e, "could not release the controller lease");

@@ -23,6 +23,7 @@ pub mod server;
 pub mod status;
 pub mod streams;
 pub mod subpath;
+pub mod users;
 pub mod volumes;
 pub mod worker;
 

@@ -38,12 +38,19 @@ pub fn resolve(
     image: &ImageConfig,
     volumes: &BTreeMap<String, PreparedVolume>,
     pod_dir: &Path,
+    rootfs: &Path,
 ) -> Result<Resolved, String> {
     let ips = [ctx.node_ip.clone()];
     let pod_ctx = ctx.pod_context(pod, &ips);
     let env = env::resolve_env(&pod_ctx, container).map_err(|e| e.to_string())?;
     let process = command::build_process(container, image, &env).map_err(|e| e.to_string())?;
-    let (uid, gid, additional_gids) = user(pod, container, process.image_user.as_deref());
+    let image_user = process
+        .image_user
+        .as_deref()
+        .map(|u| crate::users::resolve(rootfs, u))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let (uid, gid, additional_gids) = user(pod, container, image_user);
     let mounts = volume_mounts(ctx, container, &env, volumes, pod_dir)?;
     let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref());
     let requests = container
@@ -117,17 +124,18 @@ fn volume_mounts(
 }
 
 /// uid, gid and supplementary groups: the container's securityContext, else the pod's, else
-/// the image's numeric `User` (`uid[:gid]`); names in `User` need the image's /etc/passwd,
-/// which berth does not read yet, so they run as root.
-fn user(pod: &Pod, container: &Container, image_user: Option<&str>) -> (u32, u32, Vec<u32>) {
+/// the image's `User` (resolved to ids by [`crate::users`]), else root.
+fn user(
+    pod: &Pod,
+    container: &Container,
+    image_user: Option<(u32, Option<u32>)>,
+) -> (u32, u32, Vec<u32>) {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = container.security_context.as_ref();
-    let (image_uid, image_gid) = image_user
-        .map(|u| {
-            let (uid, gid) = u.split_once(':').unwrap_or((u, ""));
-            (uid.parse::<u32>().ok(), gid.parse::<u32>().ok())
-        })
-        .unwrap_or((None, None));
+    let (image_uid, image_gid) = match image_user {
+        Some((uid, gid)) => (Some(uid), gid),
+        None => (None, None),
+    };
     let uid = sc
         .and_then(|s| s.run_as_user)
         .or_else(|| pod_sc.and_then(|s| s.run_as_user))
@@ -177,7 +185,10 @@ mod tests {
             ..Default::default()
         };
         let mut c = Container::default();
-        assert_eq!(user(&pod, &c, Some("5:6")), (1000, 6, vec![2000, 3000]));
+        assert_eq!(
+            user(&pod, &c, Some((5, Some(6)))),
+            (1000, 6, vec![2000, 3000])
+        );
         c.security_context = Some(SecurityContext {
             run_as_user: Some(7),
             run_as_group: Some(8),
@@ -187,8 +198,9 @@ mod tests {
         assert_eq!(user(&pod, &c, None).1, 8);
         pod.spec = None;
         assert_eq!(
-            user(&pod, &Container::default(), Some("daemon")),
-            (0, 0, vec![])
+            user(&pod, &Container::default(), Some((1, None))),
+            (1, 0, vec![])
         );
+        assert_eq!(user(&pod, &Container::default(), None), (0, 0, vec![]));
     }
 }

@@ -1015,6 +1015,7 @@ impl PodWorker {
             &root.defaults,
             volumes,
             self.dir.root(),
+            &root.rootfs,
         )?;
         let mut mounts = root.mounts;
         let bind = |destination: &str, source: PathBuf, readonly: bool| Mount {
