@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+#[allow(dead_code)] // The control-plane bench runs no pods.
+pub mod pods;
+
 /// `cargo bench` passes --bench; `cargo test --benches` does not, and a bench is no test. Says
 /// how to run the bench `name` when it is not run as one.
 pub fn run_as_bench(name: &str) -> bool {
