@@ -85,6 +85,12 @@ impl LeaderElection {
         let mut leading: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = None;
         let mut last_renewal = tokio::time::Instant::now();
         loop {
+            // Leading ended on its own (a controller panicked): step down and let the next
+            // attempt lead afresh, rather than hold the lease with nothing running.
+            if leading.as_ref().is_some_and(|(_, task)| task.is_finished()) {
+                tracing::error!("the controllers stopped while leading; restarting them");
+                stop_leading(&mut leading).await;
+            }
             let attempt = self.try_acquire_or_renew().await;
             match (&attempt, leading.is_some()) {
                 (Ok(Attempt::Holding), false) => {

@@ -3,7 +3,7 @@
 //! in Kubernetes. The pods that matter least come first: not yet scheduled, not yet running,
 //! not ready, cheap to delete, doubled up on a node, recently ready, restarting, young.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -21,12 +21,58 @@ pub fn victims<'a>(pods: &[&'a Pod], related: &[&Pod], now: Timestamp) -> Vec<&'
     for pod in related.iter().filter(|p| pods::is_active(p)) {
         *on_node.entry(node_of(pod)).or_default() += 1;
     }
-    let mut ranked: Vec<(&Pod, usize)> = pods
+    let mut ranked: Vec<(Rank<'a>, &'a Pod)> = pods
         .iter()
-        .map(|p| (*p, on_node.get(node_of(p)).copied().unwrap_or(0)))
+        .map(|p| {
+            let colocated = on_node.get(node_of(p)).copied().unwrap_or(0);
+            (Rank::of(p, colocated, now), *p)
+        })
         .collect();
-    ranked.sort_by(|a, b| compare(a, b, now));
-    ranked.into_iter().map(|(p, _)| p).collect()
+    ranked.sort_by(|a, b| a.0.cmp(&b.0));
+    ranked.into_iter().map(|(_, p)| p).collect()
+}
+
+/// A pod's place in the deletion order, compared field by field (smaller goes first).
+///
+/// Upstream compares pairs with a function that is not a total order (two ready times in one
+/// age bucket compare by uid, two equal ones fall through to restarts), which Go's sort
+/// tolerates and Rust's refuses; a key per pod is a total order by construction and keeps
+/// upstream's priorities: unassigned, phase, not ready, deletion cost, doubled up, recently
+/// ready (by power-of-two age bucket), restarts, young (by bucket), then uid.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank<'a> {
+    assigned: bool,
+    phase: u8,
+    ready: bool,
+    cost: i32,
+    more_colocated: Reverse<usize>,
+    /// The age bucket of the Ready transition for ready pods (unknown first); equal for all
+    /// pods that are not ready.
+    ready_age: i64,
+    more_restarts: Reverse<i32>,
+    created_age: i64,
+    uid: Option<&'a str>,
+}
+
+impl<'a> Rank<'a> {
+    fn of(pod: &'a Pod, colocated: usize, now: Timestamp) -> Rank<'a> {
+        let ready = pods::is_ready(pod);
+        Rank {
+            assigned: !node_of(pod).is_empty(),
+            phase: phase_ordinal(pod),
+            ready,
+            cost: deletion_cost(pod),
+            more_colocated: Reverse(colocated),
+            ready_age: if ready {
+                age_bucket(ready_since(pod), now)
+            } else {
+                i64::MIN
+            },
+            more_restarts: Reverse(max_restarts(pod)),
+            created_age: age_bucket(created(pod), now),
+            uid: pod.metadata.uid.as_deref(),
+        }
+    }
 }
 
 fn node_of(pod: &Pod) -> &str {
@@ -36,81 +82,13 @@ fn node_of(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
-/// `Less` for deletion: `Ordering::Less` when `a` should go before `b`.
-fn compare(a: &(&Pod, usize), b: &(&Pod, usize), now: Timestamp) -> Ordering {
-    let ((a, a_rank), (b, b_rank)) = (*a, *b);
-    let (a_node, b_node) = (node_of(a), node_of(b));
-    if a_node != b_node && (a_node.is_empty() || b_node.is_empty()) {
-        return if a_node.is_empty() {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        };
-    }
-    let by_phase = phase_ordinal(a).cmp(&phase_ordinal(b));
-    if by_phase != Ordering::Equal {
-        return by_phase;
-    }
-    let (a_ready, b_ready) = (pods::is_ready(a), pods::is_ready(b));
-    if a_ready != b_ready {
-        return if a_ready {
-            Ordering::Greater
-        } else {
-            Ordering::Less
-        };
-    }
-    let by_cost = deletion_cost(a).cmp(&deletion_cost(b));
-    if by_cost != Ordering::Equal {
-        return by_cost;
-    }
-    // More colocated pods first: deleting those spreads the rest.
-    if a_rank != b_rank {
-        return b_rank.cmp(&a_rank);
-    }
-    if a_ready && b_ready {
-        let (a_since, b_since) = (ready_since(a), ready_since(b));
-        if a_since != b_since {
-            return newer_first(a, a_since, b, b_since, now);
-        }
-    }
-    let by_restarts = max_restarts(b).cmp(&max_restarts(a));
-    if by_restarts != Ordering::Equal {
-        return by_restarts;
-    }
-    let (a_created, b_created) = (created(a), created(b));
-    if a_created != b_created {
-        return newer_first(a, a_created, b, b_created, now);
-    }
-    Ordering::Equal
-}
-
-/// Newer (or unknown) times first. Times in the same power-of-two age bucket count as equal
-/// and are ordered by uid instead, so scale-down does not always pick the very newest pods
-/// (which would keep the oldest forever) while still preferring young ones.
-fn newer_first(
-    a: &Pod,
-    a_time: Option<Timestamp>,
-    b: &Pod,
-    b_time: Option<Timestamp>,
-    now: Timestamp,
-) -> Ordering {
-    let (Some(a_time), Some(b_time)) = (a_time, b_time) else {
-        // An unknown time sorts before a known one.
-        return match (a_time, b_time) {
-            (None, Some(_)) => Ordering::Less,
-            (Some(_), None) => Ordering::Greater,
-            _ => Ordering::Equal,
-        };
+/// floor(log2(age in nanoseconds)): times in one power-of-two age bucket count as equal, so
+/// scale-down prefers young pods without always taking the very newest (which would keep the
+/// oldest forever). -1 for a time not in the past, -2 for an unknown one (both sort first).
+fn age_bucket(time: Option<Timestamp>, now: Timestamp) -> i64 {
+    let Some(time) = time else {
+        return -2;
     };
-    let by_bucket = age_bucket(a_time, now).cmp(&age_bucket(b_time, now));
-    if by_bucket != Ordering::Equal {
-        return by_bucket;
-    }
-    a.metadata.uid.cmp(&b.metadata.uid)
-}
-
-/// floor(log2(age in nanoseconds)), or -1 for a time not in the past.
-fn age_bucket(time: Timestamp, now: Timestamp) -> i64 {
     let age = now.as_nanosecond() - time.as_nanosecond();
     if age <= 0 {
         -1
@@ -241,7 +219,8 @@ mod tests {
     #[test]
     fn times_in_one_age_bucket_are_ordered_by_uid() {
         let now = t(100_000);
-        assert_eq!(age_bucket(t(100_000), now), -1);
+        assert_eq!(age_bucket(Some(t(100_000)), now), -1);
+        assert_eq!(age_bucket(None, now), -2);
         // 1000 s and 1001 s old: the same power of two of nanoseconds.
         let mut a = running(on_node(pod("a", 99_000)));
         let mut b = running(on_node(pod("b", 98_999)));
@@ -249,5 +228,49 @@ mod tests {
         b.metadata.uid = Some("1".into());
         let all = [&a, &b];
         assert_eq!(names(&victims(&all, &all, now)), ["b", "a"]);
+    }
+
+    proptest::proptest! {
+        /// Any mix of pods sorts without panicking, and the order is the same whatever order
+        /// the pods came in (a total order).
+        #[test]
+        fn the_order_is_total(specs in proptest::collection::vec(
+            (0u8..3, proptest::option::of(0i64..100_000), 0i64..100_000, 0i32..3, proptest::bool::ANY, 0u8..4),
+            1..40,
+        )) {
+            let now = t(100_000);
+            let pods: Vec<Pod> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (phase, ready_at, created_at, restarts, assigned, uid))| {
+                    let mut p = pod(&format!("p{i}"), *created_at);
+                    p.metadata.uid = Some(format!("u{uid}"));
+                    if *assigned {
+                        p = on_node(p);
+                    }
+                    let status = p.status.get_or_insert_with(Default::default);
+                    status.phase = Some(["Pending", "Running", "Unknown"][usize::from(*phase)].into());
+                    status.container_statuses = Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+                        restart_count: *restarts,
+                        ..Default::default()
+                    }]);
+                    match ready_at {
+                        Some(at) => ready(p, *at),
+                        None => p,
+                    }
+                })
+                .collect();
+            let forward: Vec<&Pod> = pods.iter().collect();
+            let backward: Vec<&Pod> = pods.iter().rev().collect();
+            fn ranks<'a>(order: &[&'a Pod], now: Timestamp) -> Vec<Rank<'a>> {
+                victims(order, &[], now)
+                    .into_iter()
+                    .map(|p| Rank::of(p, 0, now))
+                    .collect()
+            }
+            let (a, b) = (ranks(&forward, now), ranks(&backward, now));
+            proptest::prop_assert!(a.windows(2).all(|w| w[0] <= w[1]));
+            proptest::prop_assert_eq!(a, b);
+        }
     }
 }
