@@ -518,3 +518,67 @@ fn a_deployment_recreated_after_an_orphaning_delete_adopts_its_replica_set() {
     );
     rollout_status(&kubectl, "kept");
 }
+
+#[test]
+fn logs_and_port_forward_reach_a_deployment_by_its_name_and_its_service() {
+    let berth = Berth::start();
+    let kubectl = berth.kubectl();
+    // Pods share the host's network until pod networking lands: a free port for the server.
+    let port = common::free_port();
+    kubectl.apply(&format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: www}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: www}}}}
+  template:
+    metadata: {{labels: {{app: www}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: berth.dev/host
+        command: ["sh", "-c", "echo hello-from-www > /tmp/index.html; echo serving; exec busybox httpd -f -p {port} -h /tmp"]
+"#
+    ));
+    rollout_status(&kubectl, "www");
+    kubectl.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: www}}\nspec:\n  selector: {{app: www}}\n  ports: [{{port: 80, targetPort: {port}}}]\n"
+    ));
+    // `logs deploy/x` picks one of the Deployment's pods.
+    wait_for(
+        "logs deploy/www",
+        || describe(&kubectl),
+        || {
+            let run = kubectl.run(&["logs", "deploy/www"]);
+            (run.code == 0 && run.stdout.contains("serving")).then_some(())
+        },
+    );
+    // `port-forward svc/x` resolves the Service to a pod and its targetPort.
+    let local = common::free_port();
+    let mut forward = kubectl
+        .command(&["port-forward", "svc/www", &format!("{local}:80")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let page = wait_for(
+        "a page through svc/www",
+        || describe(&kubectl),
+        || {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
+            use std::io::{Read, Write};
+            stream
+                .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+                .ok()?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).ok()?;
+            reply.contains("hello-from-www").then_some(reply)
+        },
+    );
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+}
