@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Berth, Kubectl};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
@@ -537,5 +538,75 @@ spec:
     wait_for(
         "the ReplicaSet and pods of a background-deleted Deployment to go",
         || count("replicasets", "background") == 0 && count("pods", "background") == 0,
+    );
+}
+
+/// Reliability case F3: berth killed -9 in the middle of a cascade of a thousand dependents
+/// finishes it after the restart, and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f3_a_cascade_cut_by_kill_9_completes_after_the_restart() {
+    let mut berth = Berth::start_with(&["--disable-agent"]);
+    let api: Api<ConfigMap> = Api::namespaced(berth.client().await, "default");
+    let owner_cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "big-owner"}})).expect("configmap");
+    let owner_uid = api
+        .create(&PostParams::default(), &owner_cm)
+        .await
+        .expect("create the owner")
+        .metadata
+        .uid
+        .expect("uid");
+    let dependents = 1000;
+    futures::stream::iter(0..dependents)
+        .map(|i| {
+            let api = api.clone();
+            let object: ConfigMap = serde_json::from_value(json!({"metadata": {
+                "name": format!("dep-{i:04}"),
+                "labels": {"cascade": "f3"},
+                "ownerReferences": [owner("ConfigMap", "big-owner", &owner_uid, false)],
+            }}))
+            .expect("configmap");
+            async move {
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("create the dependents");
+    let labelled = kube::api::ListParams::default().labels("cascade=f3");
+    api.delete("big-owner", &DeleteParams::background())
+        .await
+        .expect("delete the owner");
+    // Kill berth once the collector has started but not finished.
+    let started = Instant::now();
+    loop {
+        let left = api.list(&labelled).await.expect("list").items.len();
+        if left < dependents {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the collector never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    berth.kill();
+    berth.restart();
+    let api: Api<ConfigMap> = Api::namespaced(berth.client().await, "default");
+    let started = Instant::now();
+    loop {
+        let left = api.list(&labelled).await.expect("list").items.len();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{left} dependents left after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        api.get_opt("big-owner").await.expect("get").is_none(),
+        "the owner came back"
     );
 }
