@@ -1,0 +1,1 @@
+//! berth's pod network (being written).
