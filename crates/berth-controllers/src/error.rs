@@ -61,6 +61,12 @@ impl Error {
         matches!(self, Error::Api(kube::Error::Api(status)) if status.is_conflict())
     }
 
+    /// Something the reconcile wrote to was deleted meanwhile (usually the object itself);
+    /// the retry finds the cache caught up.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Api(kube::Error::Api(status)) if status.is_not_found())
+    }
+
     /// What the API server said, as upstream prints a status error (its message alone), for
     /// conditions and events; any other error as it displays.
     pub fn message(&self) -> String {

@@ -201,7 +201,7 @@ pub async fn run<K, Ctx, Fut>(
         }
         let meta = object.meta();
         let delay = failed.failed((meta.namespace.clone(), name.clone()));
-        if error.is_conflict() {
+        if error.is_conflict() || error.is_not_found() {
             tracing::debug!(controller, object = name, %error, ?delay, "stale cache; retrying");
         } else {
             tracing::warn!(controller, object = name, %error, ?delay, "reconcile failed; retrying");
