@@ -196,6 +196,9 @@ mod tests {
     }
 
     proptest::proptest! {
+        // Each step fsyncs; a few dozen sequences find what hundreds would.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
         /// Any sequence of allocations, releases and reopenings keeps one address per owner
         /// and one owner per address, and what is on disk is what is in memory.
         #[test]

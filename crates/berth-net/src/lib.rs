@@ -162,6 +162,26 @@ pub struct PodNetwork {
     links: Arc<dyn Links>,
 }
 
+const BRIDGE_FILE: &str = "bridge";
+
+/// Removes every pod link and address recorded in `state_dir`, and the bridge: what `berth
+/// down` does once the pods are stopped. Returns how many pods were detached.
+pub fn teardown(state_dir: &Path, links: &dyn Links) -> Result<usize, NetError> {
+    let Ok(bridge) = std::fs::read_to_string(state_dir.join(BRIDGE_FILE)) else {
+        return Ok(0);
+    };
+    // The range does not matter for releasing.
+    let any: Cidr = "10.0.0.0/8".parse()?;
+    let ipam = Ipam::open(state_dir, any)?;
+    let owners = ipam.owners();
+    for owner in &owners {
+        links.remove(&host_interface(owner))?;
+        ipam.release(owner)?;
+    }
+    links.remove(bridge.trim())?;
+    Ok(owners.len())
+}
+
 /// The host-side veth of a pod: `vb` and the first 13 hex digits of its uid (interface names
 /// have at most 15 bytes).
 pub fn host_interface(uid: &str) -> String {
@@ -181,6 +201,9 @@ impl PodNetwork {
         links: Arc<dyn Links>,
     ) -> Result<PodNetwork, NetError> {
         let ipam = Ipam::open(state_dir, config.cidr)?;
+        // Remembered for `teardown`, which runs without the configuration.
+        let recorded = state_dir.join(BRIDGE_FILE);
+        std::fs::write(&recorded, &config.bridge).map_err(NetError::io("writing", &recorded))?;
         links.ensure_bridge(&config.bridge, config.cidr.gateway(), config.cidr.prefix())?;
         Ok(PodNetwork {
             config,
@@ -305,5 +328,9 @@ mod tests {
         network.attach("uid-2", netns).expect("attach");
         assert_eq!(network.retain(|uid| uid != "uid-2").expect("retain"), 1);
         assert_eq!(network.address_of("uid-2"), None);
+        network.attach("uid-3", netns).expect("attach");
+        let fresh = link::Recording::default();
+        assert_eq!(teardown(dir.path(), &fresh).expect("teardown"), 1);
+        assert_eq!(fresh.calls(), ["remove vbd3", "remove berth0"]);
     }
 }

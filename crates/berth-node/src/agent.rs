@@ -46,6 +46,9 @@ pub struct AgentConfig {
     pub log_max_bytes: u64,
     /// How many pods the Node says it can run (kubelet's `--max-pods`).
     pub max_pods: i64,
+    /// The pod network: pods get their own network namespace, a veth on this bridge and an
+    /// address from this CIDR. `None` runs every pod in the host's network namespace.
+    pub pod_network: Option<berth_net::NetworkConfig>,
     /// Host paths pods may mount even though the default policy denies them (their trees).
     pub allowed_host_paths: Vec<PathBuf>,
 }
@@ -67,6 +70,7 @@ impl AgentConfig {
             log_max_bytes: 10 * 1024 * 1024,
             max_pods: node::DEFAULT_MAX_PODS,
             allowed_host_paths: Vec::new(),
+            pod_network: None,
         }
     }
 }
@@ -97,16 +101,18 @@ pub struct Context {
     pub allocatable: BTreeMap<String, Quantity>,
     pub objects: Arc<dyn env::ObjectSource>,
     pub volumes: volumes::VolumeManager,
+    /// The pod network; `None` when every pod uses the host's network namespace.
+    pub network: Option<Arc<berth_net::PodNetwork>>,
     events: mpsc::UnboundedSender<EventRequest>,
 }
 
 impl Context {
     /// What env and volume resolution need to know about `pod` besides its spec.
-    pub fn pod_context<'a>(&'a self, pod: &'a Pod, ips: &'a [String]) -> env::PodContext<'a> {
+    pub fn pod_context<'a>(&'a self, pod: &'a Pod, pod_ips: &'a [String]) -> env::PodContext<'a> {
         env::PodContext {
             pod,
-            pod_ips: ips,
-            host_ips: ips,
+            pod_ips,
+            host_ips: std::slice::from_ref(&self.node_ip),
             node_allocatable: &self.allocatable,
             objects: &*self.objects,
             service_env: &[],
@@ -230,7 +236,19 @@ impl Agent {
             }
         });
 
+        let network = match &config.pod_network {
+            Some(network) => Some(Arc::new(
+                berth_net::PodNetwork::open(
+                    network.clone(),
+                    &config.state_dir.join("network"),
+                    Arc::new(berth_net::link::Netlink),
+                )
+                .map_err(|e| Error::Network(e.to_string()))?,
+            )),
+            None => None,
+        };
         let ctx = Arc::new(Context {
+            network,
             client: client.clone(),
             node_name: config.node_name.clone(),
             node_ip: config.node_ip.to_string(),
@@ -362,6 +380,16 @@ async fn run_pods(
                         }
                         if !orphans_checked {
                             orphans_checked = true;
+                            // Addresses of pods with nothing left here (a crash between a
+                            // pod's removal and the release of its address).
+                            if let Some(network) = &ctx.network {
+                                let local = local_pod_uids(&ctx);
+                                match network.retain(|uid| local.contains(uid) || seen.contains(uid)) {
+                                    Ok(0) => {}
+                                    Ok(freed) => tracing::info!(freed, "released leaked pod addresses"),
+                                    Err(e) => tracing::warn!(error = %e, "cannot release leaked pod addresses"),
+                                }
+                            }
                             for uid in local_pod_uids(&ctx) {
                                 if !seen.contains(&uid) && !workers.contains_key(&uid) {
                                     tracing::info!(pod = %uid, "cleaning up a pod the API no longer has");
@@ -414,7 +442,7 @@ fn volume_manager(state_dir: &Path, allowed_host_paths: &[PathBuf]) -> volumes::
 pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
     let run_root = state_dir.join("run");
     let pods_root = state_dir.join("pods");
-    if !run_root.exists() && !pods_root.exists() {
+    if !run_root.exists() && !pods_root.exists() && !state_dir.join("network").exists() {
         return Ok(0);
     }
     let runtime = berth_runtime::Runtime::new(&run_root, berth_exe)
@@ -439,10 +467,14 @@ pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
     );
     for uid in uids {
         let dir = sandbox::PodDir::new(&pods_root, &uid);
-        match worker::remove_pod(&runtime, &volumes, &dir, &uid) {
+        match worker::remove_pod(&runtime, &volumes, None, &dir, &uid) {
             Ok(()) => cleaned += 1,
             Err(e) => tracing::warn!(pod = %uid, error = %e, "cannot clean up the pod"),
         }
+    }
+    // Every pod's link and address, and the bridge.
+    if let Err(e) = berth_net::teardown(&state_dir.join("network"), &berth_net::link::Netlink) {
+        tracing::warn!(error = %e, "cannot remove the pod network");
     }
     Ok(cleaned)
 }

@@ -21,6 +21,8 @@ pub enum Error {
     Runtime(String),
     #[error("the image store: {0}")]
     Image(#[from] berth_image::Error),
+    #[error("the pod network: {0}")]
+    Network(String),
 }
 
 impl Error {

@@ -39,8 +39,9 @@ pub fn resolve(
     volumes: &BTreeMap<String, PreparedVolume>,
     pod_dir: &Path,
     rootfs: &Path,
+    pod_ip: &str,
 ) -> Result<Resolved, String> {
-    let ips = [ctx.node_ip.clone()];
+    let ips = [pod_ip.to_string()];
     let pod_ctx = ctx.pod_context(pod, &ips);
     let env = env::resolve_env(&pod_ctx, container).map_err(|e| e.to_string())?;
     let process = command::build_process(container, image, &env).map_err(|e| e.to_string())?;

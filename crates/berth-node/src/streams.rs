@@ -259,11 +259,17 @@ impl PodStreams for AgentStreams {
         pod: &str,
         port: u16,
     ) -> BoxFuture<'static, Result<tokio::net::TcpStream, StreamError>> {
-        let exists = self.pod(namespace, pod).map(|_| ());
-        let address = format!("{}:{port}", self.ctx.node_ip);
+        // The pod's own address (reachable from the host over the pod network's bridge), or
+        // the node's for a hostNetwork pod or before the pod reported one.
+        let found = self.pod(namespace, pod).map(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or_else(|| self.ctx.node_ip.clone())
+        });
         Box::pin(async move {
-            exists?;
-            // Pods share the host's network namespace until pod networking lands.
+            let address = format!("{}:{port}", found?);
             tokio::net::TcpStream::connect(&address)
                 .await
                 .map_err(|e| StreamError::Internal(format!("dial {address}: {e}")))

@@ -117,6 +117,11 @@ pub struct PodWorker {
     phase_override: Option<&'static str>,
     /// Why the pod was evicted (an emptyDir over its sizeLimit): the status message.
     evicted: Option<String>,
+    /// The pod's address once its sandbox is up: its own on the pod network, or the node's
+    /// for hostNetwork pods (and when berth runs without a pod network).
+    pod_ip: Option<String>,
+    /// The pod's network namespace, when it has its own.
+    netns: Option<std::path::PathBuf>,
     /// Containers of this pod the spec does not name (left by an earlier agent); stopped.
     orphans: Vec<String>,
     /// The pod's volumes once set up, by name.
@@ -148,6 +153,8 @@ impl PodWorker {
             last_posted: None,
             phase_override: None,
             evicted: None,
+            pod_ip: None,
+            netns: None,
             orphans: Vec::new(),
             volumes: None,
             probe_tx,
@@ -651,6 +658,7 @@ impl PodWorker {
         let started = self.ctx.runtime.start(&config).await;
         let ctx = self.ctx.clone();
         let probe_tx = self.probe_tx.clone();
+        let pod_ip = self.pod_ip();
         let slot = if init {
             &mut self.init[index]
         } else {
@@ -681,6 +689,7 @@ impl PodWorker {
                     slot.probes = Some(spawn_probes(
                         probes,
                         &ctx,
+                        pod_ip,
                         &id,
                         spec.name.clone(),
                         attempt,
@@ -772,20 +781,43 @@ impl PodWorker {
     }
 
     fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), crate::Error> {
-        sandbox::write_files(&self.dir, pod, &self.ctx.node_ip, &self.ctx.cluster_domain)?;
         let ns_dir = self.dir.namespaces();
-        // Adopted containers already share the pinned namespace; a new one would split them.
-        let pinned = self
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        // Pods started before berth had a pod network keep the host's (an IPC namespace
+        // pinned without a network one).
+        let legacy = self
             .ctx
             .volumes
             .mounter()
             .is_mount_point(&ns_dir.join("ipc"))
-            .unwrap_or(false);
-        if !pinned {
-            berth_runtime::PodNamespaces::create(&ns_dir)
-                .map_err(|e| crate::Error::Runtime(e.to_string()))?;
-        }
+            .unwrap_or(false)
+            && berth_runtime::PodNamespaces::network_of(&ns_dir).is_none();
+        let own_network = self.ctx.network.is_some() && !host_network && !legacy;
+        // Creating keeps namespaces already pinned: adopted containers are in them.
+        let namespaces = berth_runtime::PodNamespaces::create(&ns_dir, own_network)
+            .map_err(|e| crate::Error::Runtime(e.to_string()))?;
+        let pod_ip = match (&self.ctx.network, &namespaces.net) {
+            (Some(network), Some(netns)) => network
+                .attach(&self.uid, netns)
+                .map_err(|e| crate::Error::Network(e.to_string()))?
+                .to_string(),
+            _ => self.ctx.node_ip.clone(),
+        };
+        sandbox::write_files(&self.dir, pod, &pod_ip, &self.ctx.cluster_domain)?;
+        self.netns = namespaces.net;
+        self.pod_ip = Some(pod_ip);
         Ok(())
+    }
+
+    /// The pod's address (the node's until its sandbox is up).
+    fn pod_ip(&self) -> String {
+        self.pod_ip
+            .clone()
+            .unwrap_or_else(|| self.ctx.node_ip.clone())
     }
 
     /// kubelet's local-storage eviction: a pod whose disk-backed emptyDir grew past its
@@ -827,7 +859,7 @@ impl PodWorker {
         let facts = PodFacts {
             pod,
             host_ip: &self.ctx.node_ip,
-            pod_ip: Some(&self.ctx.node_ip),
+            pod_ip: self.pod_ip.as_deref(),
             start_time: self.start_time,
             sandbox_ready: self.sandbox_ready,
             now: Timestamp::now(),
@@ -937,7 +969,14 @@ impl PodWorker {
     /// Removes the pod's containers, roots, volumes, namespaces, cgroup and directory.
     fn clean_up(&mut self) {
         self.volumes = None;
-        if let Err(e) = remove_pod(&self.ctx.runtime, &self.ctx.volumes, &self.dir, &self.uid) {
+        let network = self.ctx.network.as_deref();
+        if let Err(e) = remove_pod(
+            &self.ctx.runtime,
+            &self.ctx.volumes,
+            network,
+            &self.dir,
+            &self.uid,
+        ) {
             tracing::warn!(pod = %self.uid, error = %e, "cannot clean up the pod");
         }
     }
@@ -965,7 +1004,7 @@ impl PodWorker {
 
     /// Sets up the pod's volumes (idempotent); the error is a FailedMount event's message.
     fn ensure_volumes(&mut self, pod: &Pod) -> Result<(), String> {
-        let ips = [self.ctx.node_ip.clone()];
+        let ips = [self.pod_ip()];
         let pod_ctx = self.ctx.pod_context(pod, &ips);
         if self.volumes.is_some() {
             // Set up already: bring configMap, secret and downward API files up to date with
@@ -1016,6 +1055,7 @@ impl PodWorker {
             volumes,
             self.dir.root(),
             &root.rootfs,
+            &self.pod_ip(),
         )?;
         let mut mounts = root.mounts;
         let bind = |destination: &str, source: PathBuf, readonly: bool| Mount {
@@ -1057,7 +1097,7 @@ impl PodWorker {
             hostname,
             mounts,
             ipc_namespace: Some(self.dir.namespaces().join("ipc")),
-            net_namespace: None,
+            net_namespace: self.netns.clone(),
             memory_limit_bytes: resolved.memory_limit,
             cpu_shares: resolved.cpu_shares,
             cpu_quota_us: resolved.cpu_quota,
@@ -1198,6 +1238,7 @@ pub async fn stop_container(runtime: &berth_runtime::Runtime, id: &str, grace: D
 fn spawn_probes(
     probes: ContainerProbes,
     ctx: &Arc<Context>,
+    pod_ip: String,
     id: &str,
     name: String,
     attempt: u32,
@@ -1207,12 +1248,7 @@ fn spawn_probes(
         runtime: ctx.runtime.clone(),
         id: id.to_string(),
     });
-    let mut runner = probe::spawn_probes(
-        probes,
-        tokio::time::Instant::now(),
-        ctx.node_ip.clone(),
-        prober,
-    );
+    let mut runner = probe::spawn_probes(probes, tokio::time::Instant::now(), pod_ip, prober);
     tokio::spawn(async move {
         while let Some(event) = runner.events.recv().await {
             if tx.send((name.clone(), attempt, event)).is_err() {
@@ -1313,6 +1349,7 @@ impl PodWorker {
 pub fn remove_pod(
     runtime: &berth_runtime::Runtime,
     volumes: &crate::volumes::VolumeManager,
+    network: Option<&berth_net::PodNetwork>,
     dir: &PodDir,
     uid: &str,
 ) -> Result<(), String> {
@@ -1340,6 +1377,12 @@ pub fn remove_pod(
     volumes
         .teardown(dir.root())
         .map_err(|e| format!("cannot tear down volumes; keeping the pod directory: {e}"))?;
+    // The link goes before the namespace it leads into; then the address is free.
+    if let Some(network) = network
+        && let Err(e) = network.detach(uid)
+    {
+        tracing::warn!(pod = %uid, error = %e, "cannot detach the pod from the network");
+    }
     let _ = berth_runtime::PodNamespaces::remove(&dir.namespaces());
     let _ = runtime.remove_pod_cgroup(uid);
     match std::fs::remove_dir_all(dir.root()) {

@@ -566,22 +566,32 @@ async fn stdin_fifo_and_log_rotation() {
 }
 
 #[tokio::test]
-async fn pod_ipc_namespace_is_shared() {
+async fn pod_ipc_and_network_namespaces_are_shared() {
     let Some(f) = Fixture::as_root("ipc") else {
         return;
     };
-    let ns = berth_runtime::PodNamespaces::create(&f.dir.path().join("podns")).expect("ns");
-    let mut a = f.config("a", &["sh", "-c", "ls -l /proc/self/ns/ipc"]);
+    let dir = f.dir.path().join("podns");
+    let ns = berth_runtime::PodNamespaces::create(&dir, true).expect("ns");
+    assert_eq!(berth_runtime::PodNamespaces::network_of(&dir), ns.net);
+    // Creating again keeps the pinned namespaces (an adopted pod's containers are in them).
+    assert_eq!(
+        berth_runtime::PodNamespaces::create(&dir, true).expect("again"),
+        ns
+    );
+    let show = ["sh", "-c", "ls -l /proc/self/ns/ipc /proc/self/ns/net"];
+    let mut a = f.config("a", &show);
     a.ipc_namespace = Some(ns.ipc.clone());
-    let mut b = f.config("b", &["sh", "-c", "ls -l /proc/self/ns/ipc"]);
+    a.net_namespace = ns.net.clone();
+    let mut b = f.config("b", &show);
     b.ipc_namespace = Some(ns.ipc.clone());
+    b.net_namespace = ns.net.clone();
     f.runtime.start(&a).await.expect("start a");
     f.runtime.start(&b).await.expect("start b");
     wait_exited(&f.runtime, &a.id, Duration::from_secs(10)).await;
     wait_exited(&f.runtime, &b.id, Duration::from_secs(10)).await;
-    let ns_of = |c: &ContainerConfig| {
+    let ns_of = |c: &ContainerConfig, kind: &str| {
         let text = std::fs::read_to_string(&c.log_path).expect("log");
-        text.split("ipc:[")
+        text.split(&format!("{kind}:["))
             .nth(1)
             .expect("ns id")
             .split(']')
@@ -589,13 +599,19 @@ async fn pod_ipc_namespace_is_shared() {
             .expect("id")
             .to_string()
     };
-    assert_eq!(ns_of(&a), ns_of(&b));
-    let own = std::fs::read_link("/proc/self/ns/ipc").expect("own ns");
-    assert_ne!(format!("ipc:[{}]", ns_of(&a)), own.to_string_lossy());
+    for kind in ["ipc", "net"] {
+        assert_eq!(ns_of(&a, kind), ns_of(&b, kind), "{kind}");
+        let own = std::fs::read_link(format!("/proc/self/ns/{kind}")).expect("own ns");
+        assert_ne!(
+            format!("{kind}:[{}]", ns_of(&a, kind)),
+            own.to_string_lossy()
+        );
+    }
     f.remove(&a.id);
     f.cleanup(&b.id);
-    berth_runtime::PodNamespaces::remove(&f.dir.path().join("podns")).expect("remove ns");
-    berth_runtime::PodNamespaces::remove(&f.dir.path().join("podns")).expect("idempotent");
+    berth_runtime::PodNamespaces::remove(&dir).expect("remove ns");
+    berth_runtime::PodNamespaces::remove(&dir).expect("idempotent");
+    assert_eq!(berth_runtime::PodNamespaces::network_of(&dir), None);
 }
 
 #[tokio::test]

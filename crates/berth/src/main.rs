@@ -60,6 +60,13 @@ struct AgentFlags {
     /// dir). Repeatable.
     #[arg(long = "allow-host-path", value_name = "PATH")]
     allowed_host_paths: Vec<PathBuf>,
+    /// The pod network's addresses: each pod gets one, the bridge the first (k3s's
+    /// `--cluster-cidr`).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    /// The host bridge pods are plugged into.
+    #[arg(long, default_value = "berth0")]
+    pod_bridge: String,
 }
 
 #[derive(Subcommand)]
@@ -412,6 +419,13 @@ fn spawn_agent(
     config.max_pods = flags.max_pods.max(0);
     config.log_max_bytes = flags.container_log_max_mib.max(1) * 1024 * 1024;
     config.allowed_host_paths = flags.allowed_host_paths;
+    config.pod_network = Some(berth_net::NetworkConfig {
+        bridge: flags.pod_bridge,
+        cidr: flags
+            .cluster_cidr
+            .parse()
+            .with_context(|| format!("--cluster-cidr {}", flags.cluster_cidr))?,
+    });
     let agent = berth_node::Agent::new(client, config);
     Ok(tokio::spawn(async move {
         if let Err(e) = agent.run(stopping(stop)).await {

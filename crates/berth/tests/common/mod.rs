@@ -18,6 +18,18 @@ pub struct Berth {
     pub env: Vec<(String, String)>,
 }
 
+/// A pod bridge name and /24 that no other server of this test process uses, and (by the
+/// process id) most likely none of a concurrent one: `10.<200 + pid % 50>.<n>.0/24`.
+pub fn unique_pod_network() -> (String, String) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256;
+    let pid = std::process::id();
+    (
+        format!("bt{}x{n}", pid % 100_000),
+        format!("10.{}.{n}.0/24", 200 + pid % 50),
+    )
+}
+
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
@@ -48,11 +60,18 @@ impl Berth {
     }
 
     fn in_dir(dir: tempfile::TempDir, args: &[&str]) -> Berth {
+        let mut extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        // Servers of concurrent tests must not share a pod bridge or hand out one address
+        // twice: each gets a bridge and a /24 of its own (unless the test chose them).
+        if !extra_args.iter().any(|a| a == "--cluster-cidr") {
+            let (bridge, cidr) = unique_pod_network();
+            extra_args.extend(["--pod-bridge".into(), bridge, "--cluster-cidr".into(), cidr]);
+        }
         Berth {
             child: None,
             dir,
             port: free_port(),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            extra_args,
             run_as: None,
             env: Vec::new(),
         }
