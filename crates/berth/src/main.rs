@@ -90,6 +90,10 @@ enum Command {
         /// runs no pods (as k3s's `--disable-agent`).
         #[arg(long)]
         disable_agent: bool,
+        /// Run no controllers (ReplicaSets, Deployments, garbage collection, namespaces), as
+        /// k3s's `--disable-controller-manager`.
+        #[arg(long)]
+        disable_controller_manager: bool,
         #[command(flatten)]
         agent: AgentFlags,
     },
@@ -151,6 +155,7 @@ fn main() -> anyhow::Result<()> {
             compaction_interval_seconds,
             node_name,
             disable_agent,
+            disable_controller_manager,
             agent,
         } => {
             init_tracing();
@@ -162,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 listen,
                 Duration::from_secs(compaction_interval_seconds.max(1)),
+                !disable_controller_manager,
                 (!disable_agent).then(|| (node_name.unwrap_or_else(default_node_name), agent)),
             ))
         }
@@ -309,6 +315,7 @@ async fn up(
     data_dir: PathBuf,
     listen: SocketAddr,
     compaction_interval: Duration,
+    controllers: bool,
     agent: Option<(String, AgentFlags)>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -328,11 +335,15 @@ async fn up(
     let client = admin_client(server.kubeconfig_path()).await?;
     let scheduler = spawn_scheduler(client.clone(), stop_rx.clone());
     let identity = berth_controllers::leader::identity(&default_node_name(), &data_dir);
-    let controllers = tokio::spawn(berth_controllers::run(
-        client.clone(),
-        identity,
-        stopping(stop_rx.clone()),
-    ));
+    let controllers = if controllers {
+        tokio::spawn(berth_controllers::run(
+            client.clone(),
+            identity,
+            stopping(stop_rx.clone()),
+        ))
+    } else {
+        tokio::spawn(async {})
+    };
     let agent = match agent {
         Some((node_name, flags)) => spawn_agent(client, &data_dir, node_name, flags, stop_rx)?,
         None => tokio::spawn(async {}),

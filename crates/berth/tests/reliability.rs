@@ -1754,7 +1754,9 @@ fn check_watch(watcher: usize, seen: &[Seen], log: &[Logged], start: i64, end: i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c4_watchers_see_every_write_once_in_order_with_bookmarks() {
     let mut rng = Rng::for_test("c4");
-    let berth = Berth::start_with(&["--disable-agent"]);
+    // Nothing but the test may write while it watches: no agent, no controllers (their
+    // lease renewals are writes).
+    let berth = Berth::start_with(&["--disable-agent", "--disable-controller-manager"]);
     let raw = berth.raw().await;
     create_namespace(&raw, "c4").await;
     let (_, start) = list_configmaps(&raw, "c4").await;
@@ -1839,7 +1841,7 @@ async fn c4_watchers_see_every_write_once_in_order_with_bookmarks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c5_watches_resume_across_kill_9_without_loss_or_duplicates() {
     let mut rng = Rng::for_test("c5");
-    let mut berth = Berth::start_with(&["--disable-agent"]);
+    let mut berth = Berth::start_with(&["--disable-agent", "--disable-controller-manager"]);
     let raw = berth.raw().await;
     create_namespace(&raw, "c5").await;
     let (_, start) = list_configmaps(&raw, "c5").await;
