@@ -49,6 +49,9 @@ pub struct AgentConfig {
     /// The pod network: pods get their own network namespace, a veth on this bridge and an
     /// address from this CIDR. `None` runs every pod in the host's network namespace.
     pub pod_network: Option<berth_net::NetworkConfig>,
+    /// The cluster DNS server pods' resolv.conf names (dnsPolicy ClusterFirst); `None` gives
+    /// them the host's resolver.
+    pub cluster_dns: Option<IpAddr>,
     /// Host paths pods may mount even though the default policy denies them (their trees).
     pub allowed_host_paths: Vec<PathBuf>,
 }
@@ -71,6 +74,7 @@ impl AgentConfig {
             max_pods: node::DEFAULT_MAX_PODS,
             allowed_host_paths: Vec::new(),
             pod_network: None,
+            cluster_dns: None,
         }
     }
 }
@@ -96,6 +100,7 @@ pub struct Context {
     pub runtime: Arc<berth_runtime::Runtime>,
     pub images: berth_image::ImageStore,
     pub cluster_domain: String,
+    pub cluster_dns: Option<IpAddr>,
     pub pids_limit: i64,
     pub log_max_bytes: u64,
     pub allocatable: BTreeMap<String, Quantity>,
@@ -256,6 +261,7 @@ impl Agent {
             runtime: Arc::new(runtime),
             images,
             cluster_domain: config.cluster_domain.clone(),
+            cluster_dns: config.cluster_dns,
             pids_limit: config.pids_limit,
             log_max_bytes: config.log_max_bytes,
             allocatable: machine.capacity(),

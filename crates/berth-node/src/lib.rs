@@ -17,6 +17,7 @@ pub mod logs;
 pub mod node;
 pub mod plan;
 pub mod probe;
+pub mod resolv;
 pub mod rootfs;
 pub mod sandbox;
 pub mod server;

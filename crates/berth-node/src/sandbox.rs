@@ -145,6 +145,7 @@ pub fn write_files(
     pod: &Pod,
     pod_ip: &str,
     cluster_domain: &str,
+    cluster_dns: Option<std::net::IpAddr>,
 ) -> Result<(), Error> {
     std::fs::create_dir_all(dir.root()).map_err(Error::io("creating", dir.root()))?;
     let (hostname, _) = hostname(pod, cluster_domain);
@@ -153,9 +154,9 @@ pub fn write_files(
         hosts_file(pod, pod_ip, cluster_domain).as_bytes(),
     )?;
     write_atomically(&dir.hostname(), format!("{hostname}\n").as_bytes())?;
-    // Until cluster DNS exists every dnsPolicy resolves as "Default": the host's resolver.
-    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-    write_atomically(&dir.resolv_conf(), &resolv)?;
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = crate::resolv::for_pod(pod, cluster_dns, cluster_domain, &host);
+    write_atomically(&dir.resolv_conf(), resolv.as_bytes())?;
     Ok(())
 }
 

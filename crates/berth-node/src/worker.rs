@@ -798,6 +798,7 @@ impl PodWorker {
             && berth_runtime::PodNamespaces::network_of(&ns_dir).is_none();
         let own_network = self.ctx.network.is_some() && !host_network && !legacy;
         // Creating keeps namespaces already pinned: adopted containers are in them.
+        tracing::debug!(pod = %self.uid, own_network, "setting up the sandbox");
         let namespaces = berth_runtime::PodNamespaces::create(&ns_dir, own_network)
             .map_err(|e| crate::Error::Runtime(e.to_string()))?;
         let pod_ip = match (&self.ctx.network, &namespaces.net) {
@@ -807,7 +808,14 @@ impl PodWorker {
                 .to_string(),
             _ => self.ctx.node_ip.clone(),
         };
-        sandbox::write_files(&self.dir, pod, &pod_ip, &self.ctx.cluster_domain)?;
+        tracing::debug!(pod = %self.uid, %pod_ip, "sandbox ready");
+        sandbox::write_files(
+            &self.dir,
+            pod,
+            &pod_ip,
+            &self.ctx.cluster_domain,
+            self.ctx.cluster_dns,
+        )?;
         self.netns = namespaces.net;
         self.pod_ip = Some(pod_ip);
         Ok(())

@@ -193,8 +193,14 @@ impl Runtime {
         let mut line = String::new();
         let mut reader = tokio::io::BufReader::new(stdout);
         let read = tokio::time::timeout(START_TIMEOUT, reader.read_line(&mut line)).await;
-        // The process we spawned forks the real shim and exits at once; reap it.
-        let _ = child.wait().await;
+        // The process we spawned forks the real shim and exits at once; reap it (and do not
+        // wait forever for one that never got that far).
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
         let start_err = |message: String| Error::Start {
             id: config.id.clone(),
             message,
@@ -468,6 +474,16 @@ fn destroy(bundle: &Path) -> Result<(), Error> {
             )));
         }
     }
+    // A shim whose agent died before the shim recorded itself in state.json is known only by
+    // its command line; left alive it would go on creating this container beside a new one.
+    for pid in unrecorded_shims(bundle) {
+        if let Some(shim) = Pid::from_raw(pid)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        {
+            let _ = rustix::process::pidfd_send_signal(&shim, Signal::KILL);
+            let _ = exits_within(&shim, SHIM_EXIT_TIMEOUT_MS);
+        }
+    }
     if let Some(shim) = record::read_optional::<ShimConfig>(bundle, SHIM_CONFIG_FILE)? {
         cgroup::kill_and_remove(&shim.cgroups_path)?;
     }
@@ -476,6 +492,25 @@ fn destroy(bundle: &Path) -> Result<(), Error> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("removing {}", bundle.display()), e)),
     }
+}
+
+/// Processes running `berth __shim <bundle>` for this bundle.
+fn unrecorded_shims(bundle: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let bundle = bundle.as_os_str().as_encoded_bytes();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let mut args = cmdline.split(|b| *b == 0);
+            let _exe = args.next()?;
+            (args.next()? == crate::SHIM_SUBCOMMAND.as_bytes() && args.next()? == bundle)
+                .then_some(pid)
+        })
+        .collect()
 }
 
 /// A pidfd on process `pid` if it is still the one that started at `start_time` (checked after

@@ -100,7 +100,11 @@ impl Berth {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.extra_args)
-            .env("BERTH_LOG", "warn")
+            // BERTH_TEST_LOG (e.g. `berth_node=debug`) shows more of the server when debugging.
+            .env(
+                "BERTH_LOG",
+                std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Some((uid, gid)) = self.run_as {
             command.gid(gid).uid(uid);
@@ -362,7 +366,11 @@ impl Berth {
             .arg(self.data_dir())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("BERTH_LOG", "warn")
+            // BERTH_TEST_LOG (e.g. `berth_node=debug`) shows more of the server when debugging.
+            .env(
+                "BERTH_LOG",
+                std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         wait_or_kill(command.spawn().expect("start a second berth"), timeout)
