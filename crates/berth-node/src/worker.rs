@@ -366,6 +366,7 @@ impl PodWorker {
             let _ = self.ctx.runtime.remove(&id);
         }
         self.observe_exits();
+        self.probe_adopted();
         let mut terminal = self.phase_override.is_some()
             || matches!(self.current_phase(&pod), "Succeeded" | "Failed");
         if !terminal && self.evict_if_over_limits(&pod).await {
@@ -720,6 +721,35 @@ impl PodWorker {
         }
     }
 
+    /// Starts the probes of running containers that have none: containers a previous agent
+    /// started, adopted without their probes. Their results start over, as after a kubelet
+    /// restart (readiness is false until the first success).
+    fn probe_adopted(&mut self) {
+        let pod_ip = self.pod_ip();
+        for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
+            if slot.probes.is_some() || !matches!(slot.view.state, State::Running { .. }) {
+                continue;
+            }
+            let Some(id) = slot.id.clone() else { continue };
+            let probes = ContainerProbes::new(&slot.spec);
+            if probes.is_empty() {
+                continue;
+            }
+            let initial = probes.status();
+            slot.view.started = initial.started;
+            slot.view.ready = initial.ready;
+            slot.probes = Some(spawn_probes(
+                probes,
+                &self.ctx,
+                pod_ip.clone(),
+                &id,
+                slot.spec.name.clone(),
+                slot.attempt,
+                self.probe_tx.clone(),
+            ));
+        }
+    }
+
     /// Notices containers that exited since the last pass; true if any did.
     fn observe_exits(&mut self) -> bool {
         let runtime = self.ctx.runtime.clone();
@@ -731,6 +761,19 @@ impl PodWorker {
             }
             let Some(id) = slot.id.clone() else { continue };
             let termination = match runtime.state(&id) {
+                // Adopted while its shim was still creating it (an agent killed mid-start):
+                // it is running now, and the status must say so.
+                Ok(ContainerState::Running { started_at, .. })
+                    if !matches!(slot.view.state, State::Running { .. }) =>
+                {
+                    slot.view.state = State::Running {
+                        started_at: to_timestamp(started_at),
+                        container_id: format!("berth://{id}"),
+                    };
+                    slot.view.started = true;
+                    any = true;
+                    continue;
+                }
                 Ok(ContainerState::Running { .. } | ContainerState::Created) => continue,
                 Ok(ContainerState::Exited {
                     exit_code,

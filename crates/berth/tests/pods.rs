@@ -712,3 +712,36 @@ spec:
     let runs = std::fs::read_to_string(out.join("runs")).expect("runs");
     assert_eq!(runs, "ran\n", "the finished pod ran again");
 }
+
+#[test]
+fn probes_keep_running_for_containers_adopted_after_a_restart() {
+    let (mut berth, kubectl) = start();
+    kubectl.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "touch /tmp/ready; exec sleep 3600"]
+    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 1
+"#,
+    );
+    wait_pod(&kubectl, "probed", T, |p| condition(p, "Ready") == "True");
+    berth.kill();
+    berth.restart();
+    // The adopted container's readiness is probed again: it comes back Ready…
+    wait_pod(&kubectl, "probed", T, |p| {
+        condition(p, "Ready") == "True" && container_status(p, "main")["restartCount"] == 0
+    });
+    // …and follows the probe both ways.
+    kubectl.ok(&["exec", "probed", "--", "rm", "/tmp/ready"]);
+    wait_pod(&kubectl, "probed", T, |p| condition(p, "Ready") == "False");
+    kubectl.ok(&["exec", "probed", "--", "touch", "/tmp/ready"]);
+    wait_pod(&kubectl, "probed", T, |p| condition(p, "Ready") == "True");
+}
