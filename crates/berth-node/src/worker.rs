@@ -304,7 +304,9 @@ impl PodWorker {
             slot.attempt = latest;
             slot.view.restart_count = latest as i32;
             slot.id = Some(id.clone());
-            match self.ctx.runtime.state(&id) {
+            let state = self.ctx.runtime.state(&id);
+            tracing::debug!(pod = %self.uid, container = %name, ?state, "adopting");
+            match state {
                 Ok(ContainerState::Running { started_at, .. }) => {
                     slot.running = true;
                     slot.view.state = State::Running {
@@ -316,6 +318,11 @@ impl PodWorker {
                 Ok(ContainerState::Exited { .. } | ContainerState::Created) => {
                     // Reported (and restarted per policy) by the next sync.
                     slot.running = true;
+                }
+                Ok(ContainerState::Abandoned) => {
+                    // Never started: start it afresh, as the same attempt.
+                    let _ = self.ctx.runtime.remove(&id);
+                    slot.id = None;
                 }
                 _ => {}
             }
@@ -775,6 +782,14 @@ impl PodWorker {
                     continue;
                 }
                 Ok(ContainerState::Running { .. } | ContainerState::Created) => continue,
+                // Its shim died before starting it: start it again, as the same attempt.
+                Ok(ContainerState::Abandoned) => {
+                    let _ = runtime.remove(&id);
+                    slot.running = false;
+                    slot.id = None;
+                    any = true;
+                    continue;
+                }
                 Ok(ContainerState::Exited {
                     exit_code,
                     signal,

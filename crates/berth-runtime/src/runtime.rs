@@ -68,9 +68,11 @@ pub struct Started {
 /// What a container is doing, as kubelet's container statuses need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerState {
-    /// The bundle exists but the container has not started: start() is in progress, or it
-    /// was interrupted (remove() it).
+    /// The bundle exists and its shim is still starting the container.
     Created,
+    /// The bundle exists but its shim died before the container started (the agent that
+    /// started it was killed half-way): remove() it and start the container again.
+    Abandoned,
     Running {
         pid: i32,
         started_at: SystemTime,
@@ -270,10 +272,12 @@ impl Runtime {
         let bundle = self.bundle_dir(id);
         let Some(state) = record::read_optional::<StateRecord>(&bundle, STATE_FILE)? else {
             // The shim has not yet recorded itself (or there is no bundle at all).
-            return Ok(if bundle.is_dir() {
-                ContainerState::Created
-            } else {
+            return Ok(if !bundle.is_dir() {
                 ContainerState::Gone
+            } else if unrecorded_shims(&bundle).is_empty() {
+                ContainerState::Abandoned
+            } else {
+                ContainerState::Created
             });
         };
         match (live_shim(&state), state.init) {
@@ -298,8 +302,7 @@ impl Runtime {
                 }
                 match init {
                     Some(init) => Ok(exited(record_lost_shim(&bundle, init)?)),
-                    // The shim died while starting the container: remove() it.
-                    None => Ok(ContainerState::Created),
+                    None => Ok(ContainerState::Abandoned),
                 }
             }
         }
@@ -341,7 +344,7 @@ impl Runtime {
         match self.state(id)? {
             ContainerState::Gone => Ok(()),
             ContainerState::Running { .. } => Err(Error::StillRunning(id.to_string())),
-            ContainerState::Created | ContainerState::Exited { .. } => {
+            ContainerState::Created | ContainerState::Abandoned | ContainerState::Exited { .. } => {
                 destroy(&self.bundle_dir(id))
             }
         }

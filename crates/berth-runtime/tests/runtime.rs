@@ -761,3 +761,29 @@ async fn remove_kills_a_shim_still_starting() {
     );
     f.remove_pod_cgroup();
 }
+
+#[tokio::test]
+async fn a_bundle_whose_shim_died_before_starting_is_abandoned() {
+    let Some(f) = Fixture::as_root("abandoned") else {
+        return;
+    };
+    // What an agent killed between creating the bundle and the shim recording itself leaves.
+    let id = "abandoned-0";
+    std::fs::create_dir_all(f.runtime.bundle_dir(id)).expect("bundle");
+    assert_eq!(
+        f.runtime.state(id).expect("state"),
+        ContainerState::Abandoned
+    );
+    // And one whose shim recorded itself and died before the container's init.
+    std::fs::write(
+        f.runtime.bundle_dir(id).join("state.json"),
+        r#"{"shimPid": 999999, "shimStartTime": 1, "init": null}"#,
+    )
+    .expect("state.json");
+    assert_eq!(
+        f.runtime.state(id).expect("state"),
+        ContainerState::Abandoned
+    );
+    f.runtime.remove(id).expect("remove");
+    assert_eq!(f.runtime.state(id).expect("state"), ContainerState::Gone);
+}

@@ -367,7 +367,7 @@ impl SqliteStore {
             .mode(0o700)
             .create(dir)
             .map_err(|error| io_error("cannot create data directory", dir, error))?;
-        let lock = lock_dir(dir)?;
+        let lock = lock_dir_waiting(dir, LOCK_WAIT)?;
 
         let path = dir.join(DB_FILE);
         // SQLite creates files 0644 (less umask); create it ourselves so it is never readable by
@@ -518,6 +518,24 @@ impl Drop for SqliteStore {
 
 /// Takes the exclusive lock of the store in `dir`, as an open store holds it: tools that
 /// must not run beside `berth up` (such as `berth down`) hold it while they work.
+/// How long a starting berth waits for the data dir's lock: a berth killed a moment ago may
+/// still be letting go of it (a child it forked holds the lock until that child execs), and a
+/// restart right after a crash must not fail for that.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`lock_dir`], retrying for up to `wait` while another process holds the lock.
+pub fn lock_dir_waiting(dir: &Path, wait: std::time::Duration) -> Result<File> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match lock_dir(dir) {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
 pub fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
