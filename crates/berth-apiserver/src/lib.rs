@@ -7,9 +7,14 @@
 //! [`watch`] (store change streams as watch events) → a JSON, Table or stream response; every
 //! error is a `metav1.Status` made in [`status`].
 //!
+//! Services get their cluster IPs and node ports from [`services`] (over the ranges of
+//! [`allocator`]), in the same store transaction as the Service itself.
+//!
 //! [`ApiServer`] wires these together: it makes the PKI and admin token on first start
-//! ([`tls`], [`auth`]), writes the admin kubeconfig, creates the system namespaces and serves.
+//! ([`tls`], [`auth`]), writes the admin kubeconfig, creates the system namespaces, repairs the
+//! Service allocations, writes the `kubernetes` Service ([`services::kubernetes`]) and serves.
 
+pub mod allocator;
 pub mod auth;
 pub mod body;
 pub mod files;
@@ -19,6 +24,7 @@ pub mod proxy;
 pub mod registry;
 pub mod request;
 pub mod server;
+pub mod services;
 pub mod status;
 pub mod tls;
 pub mod watch;
@@ -32,6 +38,7 @@ use berth_api::resources;
 use berth_store::Store;
 use serde_json::json;
 
+pub use crate::allocator::{NodePortRange, ServiceCidr};
 use crate::auth::Authenticator;
 use crate::handler::State;
 use crate::registry::{Registry, WriteOptions};
@@ -52,6 +59,8 @@ pub enum ServerError {
     },
     #[error("cannot create the system namespaces: {0}")]
     Bootstrap(status::ApiError),
+    #[error("cannot repair the Service IP and port allocations: {0}")]
+    Repair(status::ApiError),
 }
 
 pub struct Config {
@@ -62,6 +71,27 @@ pub struct Config {
     /// before, so a client always has at least one interval to resume a watch (kube-apiserver's
     /// scheme, 5 minutes by default).
     pub compaction_interval: std::time::Duration,
+    /// Where Service cluster IPs come from (`--service-cluster-ip-range`); the first address
+    /// is the `kubernetes` Service's. Default 10.43.0.0/16.
+    pub service_cidr: ServiceCidr,
+    /// Where NodePort and LoadBalancer Services' node ports come from
+    /// (`--service-node-port-range`). Default 30000-32767.
+    pub service_node_port_range: NodePortRange,
+}
+
+impl Config {
+    /// A configuration with the defaults for everything but the data dir, the listen address
+    /// and the store.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr, store: Arc<dyn Store>) -> Config {
+        Config {
+            data_dir,
+            listen,
+            store,
+            compaction_interval: std::time::Duration::from_secs(300),
+            service_cidr: ServiceCidr::default(),
+            service_node_port_range: NodePortRange::default(),
+        }
+    }
 }
 
 /// A bound, ready-to-serve API server.
@@ -134,8 +164,20 @@ impl ApiServer {
             self::kubeconfig(&url, &ca_pem, auth.admin_token()).as_bytes(),
         )
         .map_err(io(&kubeconfig))?;
-        let registry = Registry::new(config.store);
+        let registry = Registry::new(
+            config.store,
+            services::ServiceAllocations::new(config.service_cidr, config.service_node_port_range),
+        );
         bootstrap(&registry).await.map_err(ServerError::Bootstrap)?;
+        repair_services(&registry)
+            .await
+            .map_err(ServerError::Repair)?;
+        if let Err(e) =
+            services::kubernetes::ensure(&registry, config.service_cidr.first(), addr).await
+        {
+            // Clients outside the cluster do not need it; the next start tries again.
+            tracing::warn!(error = %e, "cannot write the kubernetes Service and its endpoints");
+        }
         Ok(ApiServer {
             listener,
             state: Arc::new(State {
@@ -190,6 +232,30 @@ async fn bootstrap(registry: &Registry) -> Result<(), status::ApiError> {
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// Upstream's repair loops, once before serving: frees allocations whose Service is gone and
+/// records the ones Services hold without a key.
+async fn repair_services(registry: &Registry) -> Result<(), status::ApiError> {
+    let services = resources::lookup("", "v1", "services")
+        .ok_or_else(|| status::ApiError::internal("no services resource"))?;
+    let report = registry
+        .services()
+        .repair(
+            registry.store().as_ref(),
+            &registry::storage_prefix(services),
+        )
+        .await?;
+    if report != services::RepairReport::default() {
+        tracing::info!(
+            freed = report.freed.len(),
+            repaired = report.repaired.len(),
+            duplicates = report.duplicates.len(),
+            out_of_range = report.out_of_range.len(),
+            "repaired the Service IP and port allocations"
+        );
     }
     Ok(())
 }

@@ -2,6 +2,9 @@
 //! resource table, on top of the store. It owns the object lifecycle rules that hold for every
 //! kind (uid, creationTimestamp, generation, resourceVersion preconditions, status
 //! subresources, graceful deletion and finalizers); per-kind rules come from `berth_api`.
+//! Services are the one kind whose writes touch more than the object: their cluster IPs and
+//! node ports are taken and given back in the same transaction (see [`crate::services`]), on
+//! every path that writes or removes a Service.
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use berth_store::{KeyValue, RangeRequest, Revision, Store};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::services::{self, Outcome, Plan, ServiceAllocations, ServiceOp};
 use crate::status::{ApiError, ApiResult};
 
 /// The largest object the store keeps (etcd's default request limit).
@@ -124,6 +128,8 @@ pub struct DeleteOptions {
 
 pub struct Registry {
     store: Arc<dyn Store>,
+    /// Service cluster IPs and node ports, written in the same transactions as the Services.
+    services: Arc<ServiceAllocations>,
 }
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).
@@ -280,12 +286,150 @@ fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Registry { store }
+    pub fn new(store: Arc<dyn Store>, services: Arc<ServiceAllocations>) -> Self {
+        Registry { store, services }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn services(&self) -> &Arc<ServiceAllocations> {
+        &self.services
+    }
+
+    /// Writes a Service with its allocations (see [`services::write`]), run to the end even if
+    /// the caller goes away, so the in-memory view of what is taken learns how it ended.
+    async fn write_service(
+        &self,
+        key: &str,
+        expected: Revision,
+        op: ServiceOp,
+        plan: Plan,
+    ) -> ApiResult<Outcome> {
+        tokio::spawn(services::write(
+            self.store.clone(),
+            key.to_string(),
+            expected,
+            op,
+            plan,
+        ))
+        .await
+        .map_err(|e| ApiError::internal(format!("the write of a Service did not finish: {e}")))?
+    }
+
+    /// The create of a Service: its cluster IP and node ports are allocated and written in the
+    /// same transaction as the Service. A value picked at random that another writer took
+    /// first is picked again.
+    async fn create_service(
+        &self,
+        info: &'static ResourceInfo,
+        namespace: Option<&str>,
+        object: Value,
+        warnings: Vec<String>,
+        options: &WriteOptions,
+    ) -> ApiResult<WriteResult> {
+        let name = meta_str(&object, "name").unwrap_or("").to_string();
+        let key = storage_key(info, namespace, &name);
+        for _ in 0..MAX_RETRIES {
+            let mut object = object.clone();
+            let plan = self.services.plan(info, None, &mut object, false)?;
+            let bytes = Self::encode(info, &object)?;
+            if options.dry_run {
+                plan.dry_run(self.store.as_ref()).await?;
+                return Ok(WriteResult { object, warnings });
+            }
+            match self
+                .write_service(&key, 0, ServiceOp::Put(bytes), plan)
+                .await?
+            {
+                Outcome::Written(revision) => {
+                    Self::stamp(info, &mut object, revision);
+                    return Ok(WriteResult { object, warnings });
+                }
+                Outcome::ServiceChanged => return Err(ApiError::already_exists(info, &name)),
+                Outcome::Refused(error) => return Err(error),
+                Outcome::Retry => continue,
+            }
+        }
+        Err(ApiError::stale(info, &name))
+    }
+
+    /// Creates or corrects an object the API server itself owns, without the validation
+    /// clients get (the `kubernetes` Endpoints name the loopback address the server listens
+    /// on, which validation refuses from clients). `desired` carries the name, the labels to
+    /// enforce and the top-level fields to enforce; anything else of a stored object (uid,
+    /// annotations, other labels) is kept, and an object already right is not written.
+    pub async fn ensure_system_object(
+        &self,
+        info: &'static ResourceInfo,
+        namespace: &str,
+        desired: &Value,
+    ) -> ApiResult<()> {
+        let name = meta_str(desired, "name").unwrap_or("").to_string();
+        let key = storage_key(info, Some(namespace), &name);
+        for _ in 0..MAX_RETRIES {
+            match self.get_kv(info, Some(namespace), &name).await? {
+                None => {
+                    let mut object = desired.clone();
+                    Self::check_type(info, &mut object)?;
+                    {
+                        let m = meta_mut(&mut object);
+                        m.insert("namespace".into(), json!(namespace));
+                        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+                        m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+                    }
+                    apply_defaults(info, &mut object);
+                    match ops::create(self.store.as_ref(), &key, Self::encode(info, &object)?)
+                        .await?
+                    {
+                        Written::Ok(_) => return Ok(()),
+                        Written::Conflict(_) => continue,
+                    }
+                }
+                Some(kv) => {
+                    let current = Self::decode(info, &kv)?;
+                    let mut updated = current.clone();
+                    if let Some(fields) = desired.as_object() {
+                        for (field, value) in fields {
+                            if !matches!(field.as_str(), "apiVersion" | "kind" | "metadata") {
+                                updated[field.as_str()] = value.clone();
+                            }
+                        }
+                    }
+                    if let Some(labels) = desired
+                        .pointer("/metadata/labels")
+                        .and_then(Value::as_object)
+                    {
+                        let m = meta_mut(&mut updated);
+                        if !m.get("labels").is_some_and(Value::is_object) {
+                            m.insert("labels".into(), json!({}));
+                        }
+                        if let Some(existing) = m.get_mut("labels").and_then(Value::as_object_mut) {
+                            for (k, v) in labels {
+                                existing.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                    apply_defaults(info, &mut updated);
+                    if updated == current {
+                        return Ok(());
+                    }
+                    match ops::put_if(
+                        self.store.as_ref(),
+                        &key,
+                        Self::encode(info, &updated)?,
+                        kv.mod_revision,
+                    )
+                    .await?
+                    {
+                        Written::Ok(_) => return Ok(()),
+                        Written::Conflict(_) => continue,
+                    }
+                }
+            }
+        }
+        Err(ApiError::stale(info, &name))
     }
 
     /// The stored bytes as the client sees them: with resourceVersion, kind and apiVersion.
@@ -527,6 +671,11 @@ impl Registry {
         if let Some(ns) = namespace.filter(|_| info.namespaced()) {
             self.check_namespace(info, ns, &name).await?;
         }
+        if services::is_service(info) {
+            return self
+                .create_service(info, namespace, object, warnings, options)
+                .await;
+        }
         let bytes = Self::encode(info, &object)?;
         if options.dry_run {
             return Ok(WriteResult { object, warnings });
@@ -576,6 +725,32 @@ impl Registry {
                 && finalizers(&updated).is_empty()
                 && namespace_finalizers(info, &updated).is_empty()
                 && (info.kind != "Pod" || zero_grace);
+            if services::is_service(info) {
+                // Allocations change with the Service, in its transaction.
+                let plan = self
+                    .services
+                    .plan(info, Some(&current), &mut updated, delete_now)?;
+                if dry_run {
+                    plan.dry_run(self.store.as_ref()).await?;
+                    return Ok(updated);
+                }
+                if !delete_now && updated == current {
+                    return Ok(current);
+                }
+                let op = if delete_now {
+                    ServiceOp::Delete
+                } else {
+                    ServiceOp::Put(Self::encode(info, &updated)?)
+                };
+                match self.write_service(&key, kv.mod_revision, op, plan).await? {
+                    Outcome::Written(revision) => {
+                        Self::stamp(info, &mut updated, revision);
+                        return Ok(updated);
+                    }
+                    Outcome::ServiceChanged | Outcome::Retry => continue,
+                    Outcome::Refused(error) => return Err(error),
+                }
+            }
             if dry_run {
                 return Ok(updated);
             }
@@ -743,6 +918,9 @@ impl Registry {
             new = Self::prepare_status_update(&new, old);
         } else {
             Self::prepare_update(info, &mut new, old)?;
+            if services::is_service(info) {
+                services::patch_allocated_values(&mut new, old);
+            }
         }
         apply_defaults(info, &mut new);
         let errors = if is_status {
@@ -985,6 +1163,19 @@ impl Registry {
             }
             if options.dry_run {
                 return Ok(Deleted::Gone(current));
+            }
+            if services::is_service(info) {
+                // Its cluster IP and node ports are freed in the same transaction.
+                let mut gone = current.clone();
+                let plan = self.services.plan(info, Some(&current), &mut gone, true)?;
+                match self
+                    .write_service(&key, kv.mod_revision, ServiceOp::Delete, plan)
+                    .await?
+                {
+                    Outcome::Written(_) => return Ok(Deleted::Gone(current)),
+                    Outcome::ServiceChanged | Outcome::Retry => continue,
+                    Outcome::Refused(error) => return Err(error),
+                }
             }
             match ops::delete_if(self.store.as_ref(), &key, kv.mod_revision).await? {
                 Written::Ok(_) => return Ok(Deleted::Gone(current)),

@@ -1,7 +1,7 @@
 //! berth's controllers: the reconcile loops that turn ReplicaSets and Deployments into pods,
-//! delete what lost its owner, and empty namespaces being deleted. Like the scheduler and the
-//! node agent they are clients of the API server (kube-rs over loopback), so the same code
-//! would drive any Kubernetes API.
+//! publish the pods behind each Service, delete what lost its owner, and empty namespaces
+//! being deleted. Like the scheduler and the node agent they are clients of the API server
+//! (kube-rs over loopback), so the same code would drive any Kubernetes API.
 //!
 //! Where to start: [`run`] campaigns for the controller lease ([`leader`]) and, while this
 //! process holds it, runs every controller; losing the lease (or berth stopping) stops them
@@ -13,6 +13,9 @@
 //! - [`replicaset`]: pods to match `spec.replicas`, adoption and release, status;
 //! - [`deployment`]: ReplicaSets per template, rolling and recreate updates, revisions,
 //!   progress conditions;
+//! - [`endpointslice`]: the EndpointSlices of each Service with a selector (its pods'
+//!   addresses, readiness and ports);
+//! - [`endpoints`]: the legacy Endpoints object of each Service with a selector;
 //! - [`gc`]: ownerReferences-driven deletion (background, foreground, orphan);
 //! - [`namespace`]: emptying a Terminating namespace and finalizing it;
 //!
@@ -27,6 +30,8 @@
 
 pub mod claim;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod error;
 pub mod expectations;
 pub mod gc;
@@ -63,6 +68,8 @@ async fn run_controllers(client: Client, stop: watch::Receiver<bool>) {
     tokio::join!(
         replicaset::run(client.clone(), stopped(stop.clone())),
         deployment::run(client.clone(), stopped(stop.clone())),
+        endpointslice::run(client.clone(), stopped(stop.clone())),
+        endpoints::run(client.clone(), stopped(stop.clone())),
         gc::run(client.clone(), stopped(stop.clone())),
         namespace::run(client.clone(), stopped(stop.clone())),
     );

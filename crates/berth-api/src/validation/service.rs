@@ -1,5 +1,8 @@
-//! Services (`ValidateService`, `ValidateServiceUpdate`, `ValidateServiceStatusUpdate`), plus
-//! the NodePort range check Kubernetes makes when it allocates node ports.
+//! Services (`ValidateService`, `ValidateServiceUpdate`, `ValidateServiceStatusUpdate`).
+//!
+//! Whether a cluster IP or node port is inside its range and free is not validation: as in
+//! Kubernetes, the API server's allocator decides it when it allocates the value (only for
+//! values a write newly takes, against the configured ranges), with the same wording.
 
 use std::collections::BTreeSet;
 
@@ -11,9 +14,6 @@ use super::names;
 use super::pod::{dns1123_label, dns1123_subdomain, port_num_or_name, protocol};
 use super::render::{self, Raw};
 use super::{Errors, FieldError, Path};
-
-/// The default `--service-node-port-range`.
-pub(crate) const NODE_PORT_RANGE: (i32, i32) = (30000, 32767);
 
 fn s(o: &Option<String>) -> &str {
     o.as_deref().unwrap_or("")
@@ -221,18 +221,6 @@ fn validate_service_spec(svc: &Service) -> Errors {
         if !node_ports.insert((s(&port.protocol), np)) {
             errs.push(FieldError::duplicate(&p, &np));
         }
-        if (type_ == "NodePort" || type_ == "LoadBalancer")
-            && !(NODE_PORT_RANGE.0..=NODE_PORT_RANGE.1).contains(&np)
-        {
-            errs.push(FieldError::invalid(
-                &p,
-                &np,
-                format!(
-                    "provided port is not in the valid range. The range of valid ports is {}-{}",
-                    NODE_PORT_RANGE.0, NODE_PORT_RANGE.1
-                ),
-            ));
-        }
     }
     let mut seen = BTreeSet::new();
     for (i, port) in ports.iter().enumerate() {
@@ -346,12 +334,10 @@ fn validate_service_spec(svc: &Service) -> Errors {
                 "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
             ));
         }
-    } else if hc == 0 {
-        errs.push(FieldError::required(
-            &spec_path.child("healthCheckNodePort"),
-            "",
-        ));
-    } else {
+    } else if hc != 0 {
+        // Kubernetes also requires the port here, but it validates after its allocator has
+        // filled it in; berth's API server validates first and then allocates a missing one,
+        // so a missing port is not an error at this point.
         for msg in names::is_valid_port_num(hc.into()) {
             errs.push(FieldError::invalid(
                 &spec_path.child("healthCheckNodePort"),
@@ -602,7 +588,12 @@ pub(crate) fn validate_service_update(new: &Service, old: &Service) -> Errors {
         if same_kind && spec.ip_families.as_ref().is_none_or(Vec::is_empty) {
             spec.ip_families.clone_from(&old_spec.ip_families);
         }
-        for port in spec.ports.iter_mut().flatten() {
+        // Node ports and the health check port only while the Service keeps needing them
+        // (upstream's patchAllocatedValues): a NodePort turned ClusterIP gives them up.
+        let node_port_type =
+            |s: &ServiceSpec| matches!(s.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let keeps_node_ports = node_port_type(spec) && node_port_type(old_spec);
+        for port in spec.ports.iter_mut().flatten().filter(|_| keeps_node_ports) {
             if port.node_port.unwrap_or(0) == 0
                 && let Some(o) = old_spec
                     .ports
@@ -613,7 +604,10 @@ pub(crate) fn validate_service_update(new: &Service, old: &Service) -> Errors {
                 port.node_port = o.node_port;
             }
         }
-        if spec.health_check_node_port.unwrap_or(0) == 0 {
+        if spec.health_check_node_port.unwrap_or(0) == 0
+            && needs_health_check(spec)
+            && needs_health_check(old_spec)
+        {
             spec.health_check_node_port = old_spec.health_check_node_port;
         }
     }
@@ -884,13 +878,14 @@ mod tests {
         v["spec"]["type"] = json!("NodePort");
         v["spec"]["externalTrafficPolicy"] = json!("Cluster");
         v["spec"]["ports"] = json!([
-            {"name": "a", "port": 80, "protocol": "TCP", "targetPort": 80, "nodePort": 80},
-            {"name": "b", "port": 80, "protocol": "TCP", "targetPort": 80}
+            {"name": "a", "port": 80, "protocol": "TCP", "targetPort": 80, "nodePort": 30080},
+            {"name": "b", "port": 80, "protocol": "TCP", "targetPort": 80},
+            {"name": "c", "port": 81, "protocol": "TCP", "targetPort": 80, "nodePort": 30080}
         ]);
         assert_eq!(
             messages(&validate_service(&svc(v))),
             vec![
-                "spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767",
+                "spec.ports[2].nodePort: Duplicate value: 30080",
                 "spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}",
             ]
         );
