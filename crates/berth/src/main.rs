@@ -83,6 +83,13 @@ enum Command {
         /// revision newer than the last compaction).
         #[arg(long, default_value_t = 300)]
         compaction_interval_seconds: u64,
+        /// Where Services' cluster IPs come from (kube-apiserver's
+        /// `--service-cluster-ip-range`; k3s's `--service-cidr`).
+        #[arg(long, default_value = "10.43.0.0/16")]
+        service_cidr: berth_apiserver::ServiceCidr,
+        /// Where NodePort and LoadBalancer Services' ports come from.
+        #[arg(long, default_value = "30000-32767")]
+        service_node_port_range: berth_apiserver::NodePortRange,
         /// The name this machine registers as a Node (default: its hostname).
         #[arg(long)]
         node_name: Option<String>,
@@ -153,6 +160,8 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             listen,
             compaction_interval_seconds,
+            service_cidr,
+            service_node_port_range,
             node_name,
             disable_agent,
             disable_controller_manager,
@@ -167,6 +176,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 listen,
                 Duration::from_secs(compaction_interval_seconds.max(1)),
+                (service_cidr, service_node_port_range),
                 !disable_controller_manager,
                 (!disable_agent).then(|| (node_name.unwrap_or_else(default_node_name), agent)),
             ))
@@ -315,6 +325,10 @@ async fn up(
     data_dir: PathBuf,
     listen: SocketAddr,
     compaction_interval: Duration,
+    (service_cidr, service_node_port_range): (
+        berth_apiserver::ServiceCidr,
+        berth_apiserver::NodePortRange,
+    ),
     controllers: bool,
     agent: Option<(String, AgentFlags)>,
 ) -> anyhow::Result<()> {
@@ -329,6 +343,8 @@ async fn up(
         listen,
         store,
         compaction_interval,
+        service_cidr,
+        service_node_port_range,
     };
     let server = berth_apiserver::ApiServer::bind(config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

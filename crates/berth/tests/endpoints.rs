@@ -635,7 +635,6 @@ spec:
 }
 
 #[test]
-#[ignore = "pods have the node's IP, 127.0.0.1, until pod networking lands, and the API server refuses loopback endpoint addresses"]
 fn real_pods_move_between_ready_and_not_ready_with_their_probe() {
     let (_berth, kubectl) = start();
     kubectl.apply(&probed_deployment("probed", 2));
