@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -35,7 +36,12 @@ const LAST_FILE: &str = "last_reserved_ip";
 impl Ipam {
     /// Opens (creating) the allocation directory and reads what is allocated.
     pub fn open(dir: &Path, cidr: Cidr) -> Result<Ipam, NetError> {
-        std::fs::create_dir_all(dir).map_err(NetError::io("creating", dir))?;
+        // Owner-only, like the rest of berth's state (reliability case E5).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(NetError::io("creating", dir))?;
         let mut state = State::default();
         for entry in std::fs::read_dir(dir).map_err(NetError::io("reading", dir))? {
             let entry = entry.map_err(NetError::io("reading", dir))?;
@@ -78,6 +84,7 @@ impl Ipam {
             let created = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&path);
             let mut file = match created {
                 Ok(file) => file,
@@ -89,7 +96,7 @@ impl Ipam {
             file.write_all(owner.as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(NetError::io("writing", &path))?;
-            let _ = std::fs::write(self.dir.join(LAST_FILE), address.to_string());
+            let _ = crate::write_private(&self.dir.join(LAST_FILE), &address.to_string());
             self.sync_dir()?;
             state.owners.insert(address, owner.to_string());
             state.last = Some(address);

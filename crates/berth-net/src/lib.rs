@@ -164,6 +164,20 @@ pub struct PodNetwork {
 
 const BRIDGE_FILE: &str = "bridge";
 
+/// Replaces `path` with `text`, readable by its owner only.
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), NetError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(NetError::io("writing", path))
+}
+
 /// Removes every pod link and address recorded in `state_dir`, and the bridge: what `berth
 /// down` does once the pods are stopped. Returns how many pods were detached.
 pub fn teardown(state_dir: &Path, links: &dyn Links) -> Result<usize, NetError> {
@@ -203,7 +217,7 @@ impl PodNetwork {
         let ipam = Ipam::open(state_dir, config.cidr)?;
         // Remembered for `teardown`, which runs without the configuration.
         let recorded = state_dir.join(BRIDGE_FILE);
-        std::fs::write(&recorded, &config.bridge).map_err(NetError::io("writing", &recorded))?;
+        write_private(&recorded, &config.bridge)?;
         links.ensure_bridge(&config.bridge, config.cidr.gateway(), config.cidr.prefix())?;
         Ok(PodNetwork {
             config,

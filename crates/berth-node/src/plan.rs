@@ -31,16 +31,27 @@ pub struct Resolved {
     pub cpu_quota: Option<i64>,
 }
 
+/// Where a container of a pod is being set up: the pod's directory and address, the
+/// container's root.
+pub struct Placement<'a> {
+    pub pod_dir: &'a Path,
+    pub pod_ip: &'a str,
+    pub rootfs: &'a Path,
+}
+
 pub fn resolve(
     ctx: &Context,
     pod: &Pod,
     container: &Container,
     image: &ImageConfig,
     volumes: &BTreeMap<String, PreparedVolume>,
-    pod_dir: &Path,
-    rootfs: &Path,
-    pod_ip: &str,
+    placement: &Placement<'_>,
 ) -> Result<Resolved, String> {
+    let Placement {
+        pod_dir,
+        pod_ip,
+        rootfs,
+    } = *placement;
     let ips = [pod_ip.to_string()];
     let pod_ctx = ctx.pod_context(pod, &ips);
     let env = env::resolve_env(&pod_ctx, container).map_err(|e| e.to_string())?;

@@ -1119,9 +1119,11 @@ impl PodWorker {
             spec,
             &root.defaults,
             volumes,
-            self.dir.root(),
-            &root.rootfs,
-            &self.pod_ip(),
+            &crate::plan::Placement {
+                pod_dir: self.dir.root(),
+                pod_ip: &self.pod_ip(),
+                rootfs: &root.rootfs,
+            },
         )?;
         let mut mounts = root.mounts;
         let bind = |destination: &str, source: PathBuf, readonly: bool| Mount {

@@ -361,7 +361,9 @@ async fn up(
         tokio::spawn(async {})
     };
     let agent = match agent {
-        Some((node_name, flags)) => spawn_agent(client, &data_dir, node_name, flags, stop_rx)?,
+        Some((node_name, flags)) => {
+            spawn_agent(client, &data_dir, node_name, flags, stop_rx).await?
+        }
         None => tokio::spawn(async {}),
     };
     let kubeconfig = server.kubeconfig_path().display().to_string();
@@ -422,7 +424,7 @@ fn spawn_scheduler(
 
 /// Starts the node agent for this machine: pods under `<data>/pods`, the runtime's bundles
 /// under `<data>/run`, images from `<data>/images`.
-fn spawn_agent(
+async fn spawn_agent(
     client: kube::Client,
     data_dir: &std::path::Path,
     node_name: String,
@@ -446,19 +448,55 @@ fn spawn_agent(
     config.max_pods = flags.max_pods.max(0);
     config.log_max_bytes = flags.container_log_max_mib.max(1) * 1024 * 1024;
     config.allowed_host_paths = flags.allowed_host_paths;
-    config.pod_network = Some(berth_net::NetworkConfig {
+    let network = berth_net::NetworkConfig {
         bridge: flags.pod_bridge,
         cidr: flags
             .cluster_cidr
             .parse()
             .with_context(|| format!("--cluster-cidr {}", flags.cluster_cidr))?,
-    });
+    };
+    config.cluster_dns = spawn_cluster_dns(&client, &network, stop.clone()).await;
+    config.pod_network = Some(network);
     let agent = berth_node::Agent::new(client, config);
     Ok(tokio::spawn(async move {
         if let Err(e) = agent.run(stopping(stop)).await {
             tracing::error!(error = %e, "the node agent stopped");
         }
     }))
+}
+
+/// Starts the cluster DNS server on the pod bridge's address, port 53, where every pod
+/// reaches it, and returns that address for the pods' resolv.conf. Without it (the bridge
+/// cannot be made, the port is taken) pods use the host's resolver and berth says why.
+async fn spawn_cluster_dns(
+    client: &kube::Client,
+    network: &berth_net::NetworkConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<std::net::IpAddr> {
+    use berth_net::Links;
+    let gateway = network.cidr.gateway();
+    // The agent makes the bridge too; the DNS server needs its address first.
+    if let Err(e) =
+        berth_net::link::Netlink.ensure_bridge(&network.bridge, gateway, network.cidr.prefix())
+    {
+        tracing::warn!(error = %e, "no pod bridge, so no cluster DNS; pods use the host's resolver");
+        return None;
+    }
+    let address = std::net::SocketAddr::from((gateway, 53));
+    match berth_dns::Server::bind(address, client.clone(), berth_dns::Config::default()).await {
+        Ok(dns) => {
+            tokio::spawn(async move {
+                if let Err(e) = dns.run(stopping(stop)).await {
+                    tracing::error!(error = %e, "the cluster DNS server stopped");
+                }
+            });
+            Some(gateway.into())
+        }
+        Err(e) => {
+            tracing::warn!(%address, error = %e, "cannot serve cluster DNS; pods use the host's resolver");
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {

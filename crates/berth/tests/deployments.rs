@@ -261,6 +261,31 @@ fn rolling_update_history_undo_restart_and_scale() {
     let row = kubectl.ok(&["get", "deploy", "web", "--no-headers"]);
     let columns: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&columns[..4], ["web", "3/3", "3", "3"], "{row}");
+    // A deleted pod is replaced: three ready again, the deleted one not among them.
+    let pods = items(&json(&kubectl, &["get", "pods", "-l", "app=web"]));
+    let victim = pods[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    kubectl.ok(&["delete", "pod", &victim, "--wait=false"]);
+    wait_for(
+        "a replacement pod",
+        || describe(&kubectl),
+        || {
+            let pods = items(&json(&kubectl, &["get", "pods", "-l", "app=web"]));
+            let ready: Vec<&Value> = pods
+                .iter()
+                .filter(|p| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            (ready.len() == 3
+                && ready
+                    .iter()
+                    .all(|p| p["metadata"]["name"] != victim.as_str()))
+            .then_some(())
+        },
+    );
+    rollout_status(&kubectl, "web");
+
     let first = replica_sets(&kubectl, "web");
     assert_eq!(first.len(), 1);
     let first_rs = first[0]["metadata"]["name"]

@@ -218,3 +218,44 @@ fn a_thousand_address_cycles_leak_nothing() {
         .collect();
     assert!(left.is_empty(), "leaked {left:?}");
 }
+
+#[test]
+fn pods_resolve_services_through_the_cluster_dns() {
+    let (_berth, kubectl) = start();
+    kubectl.apply(&server("named", ""));
+    let pod = wait_pod(&kubectl, "named", T, |p| phase(p) == "Running");
+    let gateway = {
+        let ip = pod_ip(&pod);
+        let mut octets: Vec<&str> = ip.split('.').collect();
+        octets[3] = "1";
+        octets.join(".")
+    };
+    // ClusterFirst: the cluster DNS on the pod bridge, the cluster search path, ndots:5.
+    let resolv = kubectl.ok(&["exec", "named", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains(&format!("nameserver {gateway}\n")),
+        "{resolv}"
+    );
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+    // The kubernetes Service resolves to its ClusterIP; a Service made now appears at once.
+    let lookup = |name: &str| kubectl.run(&["exec", "named", "--", "nslookup", name]);
+    let found = lookup("kubernetes.default.svc.cluster.local");
+    assert!(found.stdout.contains("10.43.0.1"), "{found:?}");
+    kubectl.ok(&["create", "service", "clusterip", "shop", "--tcp=80:8080"]);
+    let ip = kubectl.ok(&["get", "svc", "shop", "-o", "jsonpath={.spec.clusterIP}"]);
+    let deadline = Instant::now() + T;
+    loop {
+        let found = lookup("shop.default.svc.cluster.local");
+        if found.stdout.contains(ip.trim()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shop never resolved: {found:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let missing = lookup("nothing.default.svc.cluster.local");
+    assert_ne!(missing.code, 0, "{missing:?}");
+}
