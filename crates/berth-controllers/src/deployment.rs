@@ -112,14 +112,8 @@ fn recreate_deployment_of_pod(
 /// The one reconcile: claim the Deployment's ReplicaSets, plan, apply the plan.
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Planning from a cache that has not listed yet would miss the old ReplicaSets.
-    ctx.replica_sets
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("replicaset"))?;
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("pod"))?;
+    runtime::synced(&ctx.replica_sets, "replicaset").await?;
+    runtime::synced(&ctx.pods, "pod").await?;
 
     let name = d
         .metadata

@@ -187,27 +187,11 @@ async fn delete_endpoints(ctx: Arc<Context>, services: Store<Service>, key: Obje
 /// is reported as a FailedToCreateEndpoint or FailedToUpdateEndpoint event (not for a
 /// conflict, which only says the cache was behind) and retried with back-off.
 async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("pod"))?;
-    ctx.endpoints
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("endpoints"))?;
-    let namespace = service
-        .metadata
-        .namespace
-        .clone()
-        .ok_or_else(|| Error::Incomplete("Service".into(), "metadata.namespace"))?;
-    let name = service
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| Error::Incomplete("Service".into(), "metadata.name"))?;
-    if addresses::managed_selector(&service).is_none() {
+    runtime::synced(&ctx.pods, "pod").await?;
+    runtime::synced(&ctx.endpoints, "endpoints").await?;
+    let Some((namespace, name)) = addresses::managed_service(&service)? else {
         return Ok(Action::await_change());
-    }
+    };
 
     let all_pods = ctx.pods.state();
     let pods: Vec<&Pod> = all_pods

@@ -146,31 +146,12 @@ fn service_key(slice: &EndpointSlice) -> Option<ObjectKey> {
 /// The one reconcile: the Service's slices made to list its pods. Errors requeue with
 /// back-off and are reported as a FailedToUpdateEndpointSlices event on the Service.
 async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("pod"))?;
-    ctx.nodes
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("node"))?;
-    ctx.slices
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("endpointslice"))?;
-    let namespace = service
-        .metadata
-        .namespace
-        .clone()
-        .ok_or_else(|| Error::Incomplete("Service".into(), "metadata.namespace"))?;
-    let name = service
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| Error::Incomplete("Service".into(), "metadata.name"))?;
-    if addresses::managed_selector(&service).is_none() {
+    runtime::synced(&ctx.pods, "pod").await?;
+    runtime::synced(&ctx.nodes, "node").await?;
+    runtime::synced(&ctx.slices, "endpointslice").await?;
+    let Some((namespace, name)) = addresses::managed_service(&service)? else {
         return Ok(Action::await_change());
-    }
+    };
     let key: ObjectKey = (Some(namespace.clone()), name.clone());
 
     let all_pods = ctx.pods.state();

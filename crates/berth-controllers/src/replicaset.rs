@@ -106,10 +106,7 @@ pub async fn run(client: Client, stop: impl Future<Output = ()>) {
 /// pods towards `spec.replicas` unless its own last writes are not in the cache yet or it is
 /// being deleted, then write the status if it changed. Errors requeue with back-off.
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("pod"))?;
+    runtime::synced(&ctx.pods, "pod").await?;
     let namespace = rs
         .metadata
         .namespace

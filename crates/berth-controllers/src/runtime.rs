@@ -175,6 +175,18 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Events<K> {
     }
 }
 
+/// Waits until the reflector cache `store` holds its first listing, so a reconcile never
+/// acts on an empty cache; `what` names it in the error when the cache stops first.
+pub async fn synced<K>(store: &Store<K>, what: &'static str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheStopped(what))
+}
+
 /// Runs `reconcile` for every object of `store` that `triggers` name (and whenever a
 /// reconcile asks to be requeued), at most [`CONCURRENCY`] at once, until `stop` resolves or
 /// the triggers end. A failed reconcile is retried after `backoff` (per object), except one
