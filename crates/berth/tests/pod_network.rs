@@ -114,13 +114,7 @@ fn pods_get_their_own_addresses_and_reach_each_other() {
 
     // Deleting a pod removes its link; its address can be handed out again later.
     let uid = one["metadata"]["uid"].as_str().unwrap_or("").to_string();
-    let veth = format!(
-        "vb{}",
-        uid.chars()
-            .filter(char::is_ascii_hexdigit)
-            .take(13)
-            .collect::<String>()
-    );
+    let veth = berth_net::host_interface(&uid);
     assert!(link_names().contains(&veth), "no host veth {veth}");
     kubectl.ok(&["delete", "pod", "one", "--wait=true"]);
     let deadline = Instant::now() + T;
