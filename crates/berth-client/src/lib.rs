@@ -1,7 +1,9 @@
-//! What every in-cluster client of berth (the scheduler, the node agent, the controllers)
-//! shares: [`events`], core/v1 Events written as client-go's recorder writes them, and
-//! [`quantity`], resource quantities as the integers schedulers and kubelets compare.
+//! What every in-cluster client of berth (the scheduler, the node agent, the controllers,
+//! the cluster DNS, the service proxy) shares: [`events`], core/v1 Events written as
+//! client-go's recorder writes them; [`quantity`], resource quantities as the integers
+//! schedulers and kubelets compare; [`cache`], watched caches that wake a rebuild.
 
+pub mod cache;
 pub mod events;
 pub mod quantity;
 

@@ -16,6 +16,8 @@
 //! - [`endpointslice`]: the EndpointSlices of each Service with a selector (its pods'
 //!   addresses, readiness and ports);
 //! - [`endpoints`]: the legacy Endpoints object of each Service with a selector;
+//! - [`servicelb`]: the load-balancer ingress of each LoadBalancer Service without a class
+//!   (the Ready Nodes' InternalIP addresses, as k3s's ServiceLB);
 //! - [`gc`]: ownerReferences-driven deletion (background, foreground, orphan);
 //! - [`namespace`]: emptying a Terminating namespace and finalizing it;
 //!
@@ -41,6 +43,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod resources;
 pub mod runtime;
+pub mod servicelb;
 
 use std::future::Future;
 
@@ -70,6 +73,7 @@ async fn run_controllers(client: Client, stop: watch::Receiver<bool>) {
         deployment::run(client.clone(), stopped(stop.clone())),
         endpointslice::run(client.clone(), stopped(stop.clone())),
         endpoints::run(client.clone(), stopped(stop.clone())),
+        servicelb::run(client.clone(), stopped(stop.clone())),
         gc::run(client.clone(), stopped(stop.clone())),
         namespace::run(client.clone(), stopped(stop.clone())),
     );

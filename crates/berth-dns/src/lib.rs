@@ -15,7 +15,8 @@
 //! - [`records`]: the published index, swapped whole on every change;
 //! - [`watch`]: the reflectors and the rebuild loop;
 //! - [`forward`]: the host's resolvers (`/etc/resolv.conf`), never this server itself;
-//! - [`server`]: the UDP and TCP loops; [`config`]; [`error`].
+//! - [`server`]: the UDP and TCP loops; [`config`]; [`error`];
+//! - [`service`]: the `kube-system/kube-dns` Service in front of the server.
 //!
 //! # The records
 //!
@@ -83,6 +84,7 @@ pub mod lookup;
 pub mod name;
 pub mod records;
 pub mod server;
+pub mod service;
 #[cfg(test)]
 mod testing;
 pub mod watch;

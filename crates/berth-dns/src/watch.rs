@@ -10,11 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use berth_client::cache::{AbortOnDrop, watched};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
@@ -27,9 +25,9 @@ pub const COALESCE: Duration = Duration::from_millis(50);
 /// Until every cache has listed once, `records` stays unsynced.
 pub(crate) async fn keep_current(client: Client, records: Records) {
     let changed = Arc::new(Notify::new());
-    let (namespaces, a) = cache::<Namespace>(Api::all(client.clone()), changed.clone());
-    let (services, b) = cache::<Service>(Api::all(client.clone()), changed.clone());
-    let (slices, c) = cache::<EndpointSlice>(Api::all(client), changed.clone());
+    let (namespaces, a) = watched::<Namespace>(Api::all(client.clone()), changed.clone(), "DNS");
+    let (services, b) = watched::<Service>(Api::all(client.clone()), changed.clone(), "DNS");
+    let (slices, c) = watched::<EndpointSlice>(Api::all(client), changed.clone(), "DNS");
     let _tasks = AbortOnDrop(vec![a, b, c]);
 
     let ready = futures::future::try_join3(
@@ -56,48 +54,5 @@ pub(crate) async fn keep_current(client: Client, records: Records) {
         }
         changed.notified().await;
         tokio::time::sleep(COALESCE).await;
-    }
-}
-
-/// A reflector cache of `K`, driven by a task that pokes `changed` on every watch event.
-fn cache<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    (store, tokio::spawn(drive(stream, changed)))
-}
-
-async fn drive<S, T>(stream: S, changed: Arc<Notify>)
-where
-    S: Stream<Item = Result<T, watcher::Error>>,
-{
-    tokio::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            // The watcher backs off and resumes by itself; the cache keeps its last state.
-            Err(e) => tracing::warn!(error = %e, "DNS watch failed; retrying"),
-        }
-    }
-}
-
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod ipam;
 pub mod link;
+pub mod proxy;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -35,6 +36,8 @@ pub enum NetError {
     Exhausted(String),
     #[error("invalid CIDR {0:?}: {1}")]
     InvalidCidr(String, &'static str),
+    #[error("nftables refused the service rules: {0}")]
+    Nftables(String),
 }
 
 impl NetError {
@@ -69,6 +72,13 @@ impl Cidr {
     /// The first host address: the bridge's, the pods' gateway.
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+
+    /// The address `offset` past the network's (`10.43.0.10` is offset 10 of 10.43.0.0/16),
+    /// if it is inside.
+    pub fn address(&self, offset: u32) -> Option<Ipv4Addr> {
+        let address = Ipv4Addr::from(u32::from(self.network).checked_add(offset)?);
+        self.contains(address).then_some(address)
     }
 
     pub fn contains(&self, address: Ipv4Addr) -> bool {
@@ -178,9 +188,14 @@ pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), NetError> {
         .map_err(NetError::io("writing", path))
 }
 
-/// Removes every pod link and address recorded in `state_dir`, and the bridge: what `berth
-/// down` does once the pods are stopped. Returns how many pods were detached.
-pub fn teardown(state_dir: &Path, links: &dyn Links) -> Result<usize, NetError> {
+/// Removes every pod link and address recorded in `state_dir`, the bridge and the service
+/// proxy's table: what `berth down` does once the pods are stopped. Returns how many pods
+/// were detached.
+pub fn teardown(
+    state_dir: &Path,
+    links: &dyn Links,
+    dataplane: &dyn proxy::nftables::Dataplane,
+) -> Result<usize, NetError> {
     let Ok(bridge) = std::fs::read_to_string(state_dir.join(BRIDGE_FILE)) else {
         return Ok(0);
     };
@@ -193,6 +208,7 @@ pub fn teardown(state_dir: &Path, links: &dyn Links) -> Result<usize, NetError> 
         ipam.release(owner)?;
     }
     links.remove(bridge.trim())?;
+    proxy::nftables::delete_table(dataplane, bridge.trim())?;
     Ok(owners.len())
 }
 
@@ -292,6 +308,8 @@ mod tests {
         assert_eq!(pods.nth(pods.len() - 1), Ipv4Addr::new(10, 42, 255, 254));
         assert_eq!(pods.index_of(Ipv4Addr::new(10, 42, 0, 1)), None);
         assert_eq!(cidr.to_string(), "10.42.0.0/16");
+        assert_eq!(cidr.address(10), Some(Ipv4Addr::new(10, 42, 0, 10)));
+        assert_eq!(cidr.address(1 << 16), None);
         for bad in [
             "10.42.0.0",
             "10.42.0.1/16",
@@ -344,7 +362,12 @@ mod tests {
         assert_eq!(network.address_of("uid-2"), None);
         network.attach("uid-3", netns).expect("attach");
         let fresh = link::Recording::default();
-        assert_eq!(teardown(dir.path(), &fresh).expect("teardown"), 1);
+        let tables = proxy::nftables::Recording::default();
+        assert_eq!(teardown(dir.path(), &fresh, &tables).expect("teardown"), 1);
         assert_eq!(fresh.calls(), ["remove vbd3", "remove berth0"]);
+        assert_eq!(
+            tables.calls(),
+            ["add table ip berth0\ndelete table ip berth0\n"]
+        );
     }
 }

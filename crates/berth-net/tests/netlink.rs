@@ -4,68 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
+
+mod common;
 
 use berth_net::link::Netlink;
 use berth_net::{Links, NetworkConfig, PodNetwork};
-
-/// A thread living in a network namespace of its own; work is sent to it as closures.
-struct Namespace {
-    path: PathBuf,
-    work: mpsc::Sender<Box<dyn FnOnce() + Send>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Namespace {
-    fn new() -> Namespace {
-        let (path_tx, path_rx) = mpsc::channel();
-        let (work, jobs) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let thread = std::thread::spawn(move || {
-            // SAFETY: only the network namespace of this thread changes; no file descriptor
-            // table or memory is unshared, which is what the unsafety is about.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-                .expect("unshare a network namespace (root needed)");
-            let tid = rustix::thread::gettid().as_raw_nonzero();
-            path_tx
-                .send(PathBuf::from(format!("/proc/self/task/{tid}/ns/net")))
-                .expect("send path");
-            for job in jobs {
-                job();
-            }
-        });
-        let path = path_rx.recv().expect("namespace path");
-        // The path names the thread's namespace from this process's view.
-        Namespace {
-            path,
-            work,
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs `f` inside the namespace and returns its result.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.work
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .expect("namespace thread alive");
-        rx.recv().expect("namespace thread answered")
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let (dead, _) = mpsc::channel();
-        self.work = dead;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+use common::Namespace;
 
 #[test]
 fn two_pods_on_one_bridge_talk_to_each_other_and_to_the_host() {

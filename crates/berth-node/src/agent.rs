@@ -478,8 +478,10 @@ pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
             Err(e) => tracing::warn!(pod = %uid, error = %e, "cannot clean up the pod"),
         }
     }
-    // Every pod's link and address, and the bridge.
-    if let Err(e) = berth_net::teardown(&state_dir.join("network"), &berth_net::link::Netlink) {
+    // Every pod's link and address, the bridge and the Services' rules.
+    let network = state_dir.join("network");
+    let kernel = berth_net::proxy::nftables::Kernel;
+    if let Err(e) = berth_net::teardown(&network, &berth_net::link::Netlink, &kernel) {
         tracing::warn!(error = %e, "cannot remove the pod network");
     }
     Ok(cleaned)

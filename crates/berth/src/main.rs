@@ -67,6 +67,10 @@ struct AgentFlags {
     /// The host bridge pods are plugged into.
     #[arg(long, default_value = "berth0")]
     pod_bridge: String,
+    /// Run no service proxy: cluster IPs, node ports and load balancer ports are not
+    /// forwarded on this machine (as k3s's `--disable-kube-proxy`).
+    #[arg(long)]
+    disable_kube_proxy: bool,
 }
 
 #[derive(Subcommand)]
@@ -362,7 +366,8 @@ async fn up(
     };
     let agent = match agent {
         Some((node_name, flags)) => {
-            spawn_agent(client, &data_dir, node_name, flags, stop_rx).await?
+            let services = service_cidr.to_string();
+            spawn_agent(client, &data_dir, node_name, flags, &services, stop_rx).await?
         }
         None => tokio::spawn(async {}),
     };
@@ -429,6 +434,7 @@ async fn spawn_agent(
     data_dir: &std::path::Path,
     node_name: String,
     flags: AgentFlags,
+    service_cidr: &str,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let exe = std::env::current_exe().context("cannot find the berth binary to run shims")?;
@@ -455,7 +461,18 @@ async fn spawn_agent(
             .parse()
             .with_context(|| format!("--cluster-cidr {}", flags.cluster_cidr))?,
     };
-    config.cluster_dns = spawn_cluster_dns(&client, &network, stop.clone()).await;
+    let service_cidr: berth_net::Cidr = service_cidr
+        .parse()
+        .with_context(|| format!("--service-cidr {service_cidr}"))?;
+    // The cluster DNS sits behind the kube-dns Service (at .10, as in k3s) when the proxy
+    // runs to carry it there.
+    let dns_service_ip = (!flags.disable_kube_proxy)
+        .then(|| service_cidr.address(10))
+        .flatten();
+    config.cluster_dns = spawn_cluster_dns(&client, &network, dns_service_ip, stop.clone()).await;
+    if !flags.disable_kube_proxy {
+        spawn_proxy(&client, &node_name, &network, service_cidr, stop.clone());
+    }
     config.pod_network = Some(network);
     let agent = berth_node::Agent::new(client, config);
     Ok(tokio::spawn(async move {
@@ -465,12 +482,39 @@ async fn spawn_agent(
     }))
 }
 
+/// Starts the service proxy: nftables rules for every Service, kept current from the API.
+fn spawn_proxy(
+    client: &kube::Client,
+    node_name: &str,
+    network: &berth_net::NetworkConfig,
+    service_cidr: berth_net::Cidr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let config = berth_net::proxy::ProxyConfig {
+        node_name: node_name.to_string(),
+        bridge: network.bridge.clone(),
+        cluster_cidr: network.cidr,
+        service_cidr,
+        sysctl_root: PathBuf::from("/proc/sys"),
+    };
+    let proxy = berth_net::proxy::Proxy::new(config, Arc::new(berth_net::proxy::nftables::Kernel));
+    let client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = proxy.run(client, stopping(stop)).await {
+            tracing::error!(error = %e, "the service proxy stopped; Services are not reachable through their addresses");
+        }
+    });
+}
+
 /// Starts the cluster DNS server on the pod bridge's address, port 53, where every pod
-/// reaches it, and returns that address for the pods' resolv.conf. Without it (the bridge
-/// cannot be made, the port is taken) pods use the host's resolver and berth says why.
+/// reaches it, and returns the address pods' resolv.conf names: `service_ip`, where the
+/// `kube-system/kube-dns` Service written here leads to the server, else the server's own. Without
+/// a server (the bridge cannot be made, the port is taken) pods use the host's resolver and
+/// berth says why.
 async fn spawn_cluster_dns(
     client: &kube::Client,
     network: &berth_net::NetworkConfig,
+    service_ip: Option<std::net::Ipv4Addr>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<std::net::IpAddr> {
     use berth_net::Links;
@@ -483,20 +527,43 @@ async fn spawn_cluster_dns(
         return None;
     }
     let address = std::net::SocketAddr::from((gateway, 53));
-    match berth_dns::Server::bind(address, client.clone(), berth_dns::Config::default()).await {
-        Ok(dns) => {
-            tokio::spawn(async move {
-                if let Err(e) = dns.run(stopping(stop)).await {
-                    tracing::error!(error = %e, "the cluster DNS server stopped");
-                }
-            });
-            Some(gateway.into())
-        }
+    let config = berth_dns::Config {
+        nameservers: vec![service_ip.unwrap_or(gateway).into()],
+        ..berth_dns::Config::default()
+    };
+    let dns = match berth_dns::Server::bind(address, client.clone(), config).await {
+        Ok(dns) => dns,
         Err(e) => {
             tracing::warn!(%address, error = %e, "cannot serve cluster DNS; pods use the host's resolver");
-            None
+            return None;
         }
-    }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = dns.run(stopping(stop)).await {
+            tracing::error!(error = %e, "the cluster DNS server stopped");
+        }
+    });
+    let Some(service_ip) = service_ip else {
+        return Some(gateway.into());
+    };
+    // The API server starts serving after this returns, so the Service is written meanwhile.
+    let client = client.clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match berth_dns::service::ensure(&client, service_ip.into(), address).await {
+                Ok(()) => return,
+                Err(e @ kube::Error::Service(_)) => {
+                    tracing::error!(error = %e, "pods' resolv.conf names a kube-dns Service that is not berth's");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot write the kube-dns Service yet"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    });
+    Some(service_ip.into())
 }
 
 async fn shutdown_signal() {

@@ -3,8 +3,9 @@
 //! requested ones honoured or refused with Kubernetes' words, none for headless Services, node
 //! ports for NodePort and LoadBalancer Services, everything freed on delete (directly, by the
 //! garbage collector, by a namespace deletion), kept across a kill -9, and the `kubernetes`
-//! Service with its endpoints. The allocation keys in the store are checked against the
-//! Services after 1,000 create/delete cycles.
+//! Service with its endpoints, and the ServiceLB controller's load-balancer ingress (the node's
+//! address) on LoadBalancer Services without a class. The allocation keys in the store are
+//! checked against the Services after 1,000 create/delete cycles.
 
 mod common;
 
@@ -124,7 +125,13 @@ async fn store_allocations(berth: &Berth) -> (BTreeMap<String, String>, BTreeMap
 
 #[test]
 fn cluster_ips_come_from_the_service_cidr_and_headless_gets_none() {
-    let berth = Berth::start_with(&["--disable-agent"]);
+    let berth = Berth::start_with(&[
+        "--disable-agent",
+        "--service-cidr",
+        "10.43.0.0/16",
+        "--service-node-port-range",
+        "30000-32767",
+    ]);
     let k = berth.kubectl();
     let mut ips = BTreeSet::new();
     for name in ["a", "b", "c", "d", "e"] {
@@ -152,7 +159,13 @@ fn cluster_ips_come_from_the_service_cidr_and_headless_gets_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_creates_get_a_hundred_addresses() {
-    let berth = Berth::start_with(&["--disable-agent"]);
+    let berth = Berth::start_with(&[
+        "--disable-agent",
+        "--service-cidr",
+        "10.43.0.0/16",
+        "--service-node-port-range",
+        "30000-32767",
+    ]);
     let client = berth.client().await;
     let api: Api<Service> = Api::namespaced(client, "default");
     let creates = (0..100).map(|i| {
@@ -179,7 +192,13 @@ async fn a_hundred_concurrent_creates_get_a_hundred_addresses() {
 
 #[test]
 fn requested_addresses_are_honoured_and_taken_ones_refused() {
-    let berth = Berth::start_with(&["--disable-agent"]);
+    let berth = Berth::start_with(&[
+        "--disable-agent",
+        "--service-cidr",
+        "10.43.0.0/16",
+        "--service-node-port-range",
+        "30000-32767",
+    ]);
     let k = berth.kubectl();
     k.apply(&manifest("dns", "  clusterIP: 10.43.0.10\n"));
     assert_eq!(cluster_ip(&k, "dns"), "10.43.0.10");
@@ -251,7 +270,13 @@ fn requested_addresses_are_honoured_and_taken_ones_refused() {
 
 #[test]
 fn node_port_and_load_balancer_services_get_node_ports() {
-    let berth = Berth::start_with(&["--disable-agent"]);
+    let berth = Berth::start_with(&[
+        "--disable-agent",
+        "--service-cidr",
+        "10.43.0.0/16",
+        "--service-node-port-range",
+        "30000-32767",
+    ]);
     let k = berth.kubectl();
     k.ok(&[
         "create",
@@ -342,7 +367,13 @@ fn node_port_and_load_balancer_services_get_node_ports() {
 
 #[test]
 fn the_garbage_collector_and_namespace_deletion_free_allocations() {
-    let berth = Berth::start_with(&["--disable-agent"]);
+    let berth = Berth::start_with(&[
+        "--disable-agent",
+        "--service-cidr",
+        "10.43.0.0/16",
+        "--service-node-port-range",
+        "30000-32767",
+    ]);
     let k = berth.kubectl();
     // A Service owned by a ConfigMap: the GC deletes it when the owner goes.
     k.ok(&["create", "configmap", "owner"]);
@@ -385,7 +416,13 @@ fn the_garbage_collector_and_namespace_deletion_free_allocations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocations_hold_across_a_kill_and_restart() {
-    let mut berth = Berth::start_with(&["--disable-agent"]);
+    let mut berth = Berth::start_with(&[
+        "--disable-agent",
+        "--service-cidr",
+        "10.43.0.0/16",
+        "--service-node-port-range",
+        "30000-32767",
+    ]);
     let k = berth.kubectl();
     k.ok(&["create", "service", "clusterip", "random", "--tcp=80:80"]);
     let random = cluster_ip(&k, "random");
@@ -435,7 +472,13 @@ async fn allocations_hold_across_a_kill_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_service_points_at_the_api_server() {
-    let mut berth = Berth::start_with(&["--disable-agent"]);
+    let mut berth = Berth::start_with(&[
+        "--disable-agent",
+        "--service-cidr",
+        "10.43.0.0/16",
+        "--service-node-port-range",
+        "30000-32767",
+    ]);
     let k = berth.kubectl();
     let table = k.ok(&["get", "svc", "kubernetes"]);
     let row = table.lines().nth(1).expect("a row");
@@ -493,7 +536,13 @@ async fn the_kubernetes_service_points_at_the_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_create_delete_cycles_leak_nothing() {
-    let mut berth = Berth::start_with(&["--disable-agent"]);
+    let mut berth = Berth::start_with(&[
+        "--disable-agent",
+        "--service-cidr",
+        "10.43.0.0/16",
+        "--service-node-port-range",
+        "30000-32767",
+    ]);
     let client = berth.client().await;
     let api: Api<Service> = Api::namespaced(client, "default");
     // Eight workers, 125 cycles each, mixing ClusterIP, NodePort and LoadBalancer (Local).
@@ -538,4 +587,75 @@ async fn a_thousand_create_delete_cycles_leak_nothing() {
             "default/kubernetes".to_string()
         )])
     );
+}
+
+#[test]
+fn load_balancer_services_get_the_node_address_as_ingress() {
+    // With the node agent: the ingress is the Node's InternalIP, and only a Ready Node counts.
+    let berth = Berth::start();
+    let k = berth.kubectl();
+    let nodes = |path: &str| {
+        k.run(&[
+            "get",
+            "nodes",
+            "-o",
+            &format!("jsonpath={{.items[*]{path}}}"),
+        ])
+        .stdout
+    };
+    wait_for("the node to be Ready", || {
+        nodes(r#".status.conditions[?(@.type=="Ready")].status"#) == "True"
+    });
+    let node_ip = nodes(r#".status.addresses[?(@.type=="InternalIP")].address"#);
+    assert!(node_ip.parse::<std::net::IpAddr>().is_ok(), "{node_ip:?}");
+    let ingress = |name: &str, field: &str| {
+        k.ok(&[
+            "get",
+            "svc",
+            name,
+            "-o",
+            &format!("jsonpath={{.status.loadBalancer.ingress[*].{field}}}"),
+        ])
+    };
+
+    k.ok(&["create", "service", "loadbalancer", "x", "--tcp=80:8080"]);
+    k.apply(&manifest(
+        "other",
+        "  type: LoadBalancer\n  loadBalancerClass: example.com/other\n",
+    ));
+    wait_for("the node's address as ingress", || {
+        ingress("x", "ip") == node_ip
+    });
+    assert_eq!(ingress("x", "ipMode"), "VIP");
+    let table = k.ok(&["get", "svc", "x"]);
+    let cells: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&cells[..2], ["x", "LoadBalancer"], "{table}");
+    assert_eq!(cells[3], node_ip, "EXTERNAL-IP\n{table}");
+
+    // Another implementation's class: left alone (the first one has long had its ingress).
+    for _ in 0..8 {
+        assert_eq!(ingress("other", "ip"), "");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let table = k.ok(&["get", "svc", "other"]);
+    assert!(table.contains("<pending>"), "{table}");
+
+    // No longer a LoadBalancer (its node port goes by itself): the ingress goes too.
+    k.ok(&[
+        "patch",
+        "svc",
+        "x",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"type": "ClusterIP"}}"#,
+    ]);
+    wait_for("the ingress to go", || ingress("x", "ip").is_empty());
+    let svc = service_json(&k, "x");
+    assert_eq!(svc["status"]["loadBalancer"], json!({}), "{svc}");
+    assert!(svc["spec"]["ports"][0].get("nodePort").is_none(), "{svc}");
 }

@@ -30,6 +30,21 @@ pub fn unique_pod_network() -> (String, String) {
     )
 }
 
+/// A service CIDR (a /24) and a node port range (20 ports) for one test server: each berth's
+/// service proxy installs its rules on the host, so concurrent servers must not hand out the
+/// same cluster IP or node port.
+pub fn unique_service_ranges() -> (String, String) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    let slot = ((pid % 23) * 6 + n % 6) % 138;
+    let first = 30_000 + slot * 20;
+    (
+        format!("10.{}.{}.0/24", 150 + pid % 50, n % 256),
+        format!("{first}-{}", first + 19),
+    )
+}
+
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
@@ -66,6 +81,13 @@ impl Berth {
         if !extra_args.iter().any(|a| a == "--cluster-cidr") {
             let (bridge, cidr) = unique_pod_network();
             extra_args.extend(["--pod-bridge".into(), bridge, "--cluster-cidr".into(), cidr]);
+        }
+        let (services, node_ports) = unique_service_ranges();
+        if !extra_args.iter().any(|a| a == "--service-cidr") {
+            extra_args.extend(["--service-cidr".into(), services]);
+        }
+        if !extra_args.iter().any(|a| a == "--service-node-port-range") {
+            extra_args.extend(["--service-node-port-range".into(), node_ports]);
         }
         Berth {
             child: None,
