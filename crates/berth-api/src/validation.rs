@@ -322,6 +322,13 @@ fn with_typed2<T: DeserializeOwned>(
     }
 }
 
+/// Compares two resource quantities exactly (`1Gi` equals `1073741824`); `None` when either
+/// is not a quantity. The API server's PersistentVolumeClaimResize admission needs it, and
+/// the parser stays private to validation so there is one notion of a quantity.
+pub fn compare_quantities(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    Some(quantity::Quantity::parse(a)?.cmp(&quantity::Quantity::parse(b)?))
+}
+
 /// Validates an object about to be created.
 pub fn validate_create(info: &ResourceInfo, object: &Value) -> Vec<FieldError> {
     use k8s_openapi::api::{apps::v1 as apps_v1, core::v1 as core_v1};

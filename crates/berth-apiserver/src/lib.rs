@@ -8,7 +8,9 @@
 //! error is a `metav1.Status` made in [`status`].
 //!
 //! Services get their cluster IPs and node ports from [`services`] (over the ranges of
-//! [`allocator`]), in the same store transaction as the Service itself.
+//! [`allocator`]), in the same store transaction as the Service itself. Claims and volumes go
+//! through kube-apiserver's storage admission plugins in [`storage`] (default StorageClass,
+//! protection finalizers, resize), which also holds the built-in StorageClasses.
 //!
 //! [`ApiServer`] wires these together: it makes the PKI and admin token on first start
 //! ([`tls`], [`auth`]), writes the admin kubeconfig, creates the system namespaces, repairs the
@@ -26,6 +28,7 @@ pub mod request;
 pub mod server;
 pub mod services;
 pub mod status;
+pub mod storage;
 pub mod tls;
 pub mod watch;
 
@@ -198,6 +201,12 @@ impl ApiServer {
 
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The registry this server serves, for objects `berth up` writes itself before serving
+    /// (the built-in StorageClasses, [`storage::install_builtin_classes`]).
+    pub fn registry(&self) -> &Registry {
+        &self.state.registry
     }
 
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {

@@ -663,6 +663,8 @@ impl Registry {
             }
         }
         apply_defaults(info, &mut object);
+        // Mutating admission runs before validation, as in kube-apiserver.
+        crate::storage::admit_create(self, info, &mut object).await?;
         let name = meta_str(&object, "name").unwrap_or("").to_string();
         let errors = validate_create(info, &object);
         if !errors.is_empty() {
@@ -946,6 +948,7 @@ impl Registry {
         F: FnMut(&Value, Revision) -> ApiResult<Value>,
     {
         let mut warnings = Vec::new();
+        let resize = crate::storage::ResizeAdmission::load(self, target).await?;
         let object = self
             .guaranteed_update(
                 target.info,
@@ -954,7 +957,13 @@ impl Registry {
                 |current, revision| {
                     let proposed = propose(current, revision)?;
                     warnings.clear();
-                    Self::admit_update(target, proposed, current, options, &mut warnings).map(Some)
+                    let admitted =
+                        Self::admit_update(target, proposed, current, options, &mut warnings)?;
+                    // Validating admission, after validation as upstream orders them.
+                    if let Some(resize) = &resize {
+                        resize.validate(target.info, target.name, &admitted, current)?;
+                    }
+                    Ok(Some(admitted))
                 },
                 options.dry_run,
             )

@@ -1,6 +1,6 @@
 //! berth's controllers: the reconcile loops that turn ReplicaSets and Deployments into pods,
-//! publish the pods behind each Service, delete what lost its owner, and empty namespaces
-//! being deleted. Like the scheduler and the node agent they are clients of the API server
+//! publish the pods behind each Service, delete what lost its owner, empty namespaces
+//! being deleted, and bind persistent volume claims to volumes. Like the scheduler and the node agent they are clients of the API server
 //! (kube-rs over loopback), so the same code would drive any Kubernetes API.
 //!
 //! Where to start: [`run`] campaigns for the controller lease ([`leader`]) and, while this
@@ -20,6 +20,10 @@
 //!   (the Ready Nodes' InternalIP addresses, as k3s's ServiceLB);
 //! - [`gc`]: ownerReferences-driven deletion (background, foreground, orphan);
 //! - [`namespace`]: emptying a Terminating namespace and finalizing it;
+//! - [`persistentvolume`]: binding claims to volumes, both sides' phases, the hand-off to
+//!   provisioners and reclaim;
+//! - [`protection`]: the pvc-protection and pv-protection finalizers, removed once deleting
+//!   is safe;
 //!
 //! What they share:
 //!
@@ -39,7 +43,9 @@ pub mod expectations;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
+pub mod persistentvolume;
 pub mod pods;
+pub mod protection;
 pub mod replicaset;
 pub mod resources;
 pub mod runtime;
@@ -76,5 +82,7 @@ async fn run_controllers(client: Client, stop: watch::Receiver<bool>) {
         servicelb::run(client.clone(), stopped(stop.clone())),
         gc::run(client.clone(), stopped(stop.clone())),
         namespace::run(client.clone(), stopped(stop.clone())),
+        persistentvolume::run(client.clone(), stopped(stop.clone())),
+        protection::run(client.clone(), stopped(stop.clone())),
     );
 }

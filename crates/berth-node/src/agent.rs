@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
@@ -54,6 +54,9 @@ pub struct AgentConfig {
     pub cluster_dns: Option<IpAddr>,
     /// Host paths pods may mount even though the default policy denies them (their trees).
     pub allowed_host_paths: Vec<PathBuf>,
+    /// The in-process CSI drivers persistentVolumeClaims may use, by the driver name a PV's
+    /// `spec.csi.driver` gives (`local-ext4.berth.dev`).
+    pub csi_drivers: volumes::CsiDrivers,
 }
 
 impl AgentConfig {
@@ -73,6 +76,7 @@ impl AgentConfig {
             log_max_bytes: 10 * 1024 * 1024,
             max_pods: node::DEFAULT_MAX_PODS,
             allowed_host_paths: Vec::new(),
+            csi_drivers: volumes::CsiDrivers::new(),
             pod_network: None,
             cluster_dns: None,
         }
@@ -149,10 +153,12 @@ impl Context {
     }
 }
 
-/// ConfigMaps and Secrets from the agent's reflector caches.
+/// ConfigMaps, Secrets, claims and volumes from the agent's reflector caches.
 struct CachedObjects {
     config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
 }
 
 impl env::ObjectSource for CachedObjects {
@@ -162,6 +168,16 @@ impl env::ObjectSource for CachedObjects {
     }
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+    fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<PersistentVolumeClaim>> {
+        self.claims.get(&ObjectRef::new(name).within(namespace))
+    }
+    fn persistent_volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.volumes.get(&ObjectRef::new(name))
     }
 }
 
@@ -194,6 +210,8 @@ impl Agent {
         machine.max_pods = config.max_pods;
         let (config_maps, cm_writer) = reflector::store();
         let (secrets, secret_writer) = reflector::store();
+        let (claims, claim_writer) = reflector::store();
+        let (pvs, pv_writer) = reflector::store();
         let caches = tokio::spawn({
             let cms = reflector::reflector(
                 cm_writer,
@@ -209,10 +227,26 @@ impl Agent {
                     watcher::Config::default(),
                 ),
             );
+            let claims = reflector::reflector(
+                claim_writer,
+                watcher(
+                    Api::<PersistentVolumeClaim>::all(client.clone()),
+                    watcher::Config::default(),
+                ),
+            );
+            let pvs = reflector::reflector(
+                pv_writer,
+                watcher(
+                    Api::<PersistentVolume>::all(client.clone()),
+                    watcher::Config::default(),
+                ),
+            );
             async move {
                 let cms = cms.for_each(|_| async {});
                 let secrets = secrets.for_each(|_| async {});
-                futures::join!(cms, secrets);
+                let claims = claims.for_each(|_| async {});
+                let pvs = pvs.for_each(|_| async {});
+                futures::join!(cms, secrets, claims, pvs);
             }
         });
 
@@ -268,8 +302,14 @@ impl Agent {
             objects: Arc::new(CachedObjects {
                 config_maps: config_maps.clone(),
                 secrets: secrets.clone(),
+                claims: claims.clone(),
+                volumes: pvs.clone(),
             }),
-            volumes: volume_manager(&config.state_dir, &config.allowed_host_paths),
+            volumes: volume_manager(
+                &config.state_dir,
+                &config.allowed_host_paths,
+                &config.csi_drivers,
+            ),
             events: events_tx,
         });
 
@@ -300,9 +340,14 @@ impl Agent {
             machine.clone(),
         ));
 
-        // Containers that read ConfigMaps and Secrets should not fail for a cold cache.
-        let caches_ready =
-            futures::future::join(config_maps.wait_until_ready(), secrets.wait_until_ready());
+        // Containers that read ConfigMaps and Secrets, and pods with claims, should not fail
+        // (or wait a retry) for a cold cache.
+        let caches_ready = futures::future::join4(
+            config_maps.wait_until_ready(),
+            secrets.wait_until_ready(),
+            claims.wait_until_ready(),
+            pvs.wait_until_ready(),
+        );
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), caches_ready).await;
         let result = tokio::select! {
             r = run_pods(ctx, &config.node_name, pod_writer) => r,
@@ -402,6 +447,12 @@ async fn run_pods(
                                     spawn(uid, None, &mut workers);
                                 }
                             }
+                            // CSI volumes left staged with no pod directory recording them
+                            // (a crash between a teardown and its unstage). Pods being set
+                            // up or torn down meanwhile are safe: staging decisions are
+                            // serialized with this sweep.
+                            let sweeper = ctx.clone();
+                            tokio::task::spawn_blocking(move || sweeper.volumes.unstage_unused());
                         }
                     }
                 }
@@ -426,7 +477,11 @@ fn local_pod_uids(ctx: &Context) -> HashSet<String> {
     uids
 }
 
-fn volume_manager(state_dir: &Path, allowed_host_paths: &[PathBuf]) -> volumes::VolumeManager {
+fn volume_manager(
+    state_dir: &Path,
+    allowed_host_paths: &[PathBuf],
+    csi_drivers: &volumes::CsiDrivers,
+) -> volumes::VolumeManager {
     let policy = allowed_host_paths
         .iter()
         .fold(volumes::HostPathPolicy::with_data_dir(state_dir), |p, a| {
@@ -436,6 +491,8 @@ fn volume_manager(state_dir: &Path, allowed_host_paths: &[PathBuf]) -> volumes::
         volumes::VolumeConfig {
             host_path_policy: policy,
             secrets_in_tmpfs: true,
+            state_dir: state_dir.to_path_buf(),
+            csi_drivers: csi_drivers.clone(),
         },
         Arc::new(volumes::HostMounter),
     )
@@ -446,6 +503,16 @@ fn volume_manager(state_dir: &Path, allowed_host_paths: &[PathBuf]) -> volumes::
 /// machine. The API objects are untouched: a later `berth up` starts the pods again.
 /// Returns how many pods were cleaned up.
 pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
+    down_with(state_dir, berth_exe, &volumes::CsiDrivers::new()).await
+}
+
+/// [`down`] with the node's CSI drivers, so the CSI volumes staged for the pods are unstaged
+/// too (without them they stay staged until the next start's sweep).
+pub async fn down_with(
+    state_dir: &Path,
+    berth_exe: &Path,
+    csi_drivers: &volumes::CsiDrivers,
+) -> Result<usize, Error> {
     let run_root = state_dir.join("run");
     let pods_root = state_dir.join("pods");
     if !run_root.exists() && !pods_root.exists() && !state_dir.join("network").exists() {
@@ -459,7 +526,7 @@ pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
         .map(|id| worker::stop_container(&runtime, id, std::time::Duration::ZERO));
     futures::future::join_all(stops).await;
     // Teardown never consults the host-path policy.
-    let volumes = volume_manager(state_dir, &[]);
+    let volumes = volume_manager(state_dir, &[], csi_drivers);
     let mut cleaned = 0;
     let mut uids: HashSet<String> = std::fs::read_dir(&pods_root)
         .into_iter()
@@ -478,6 +545,8 @@ pub async fn down(state_dir: &Path, berth_exe: &Path) -> Result<usize, Error> {
             Err(e) => tracing::warn!(pod = %uid, error = %e, "cannot clean up the pod"),
         }
     }
+    // CSI volumes still staged with no pod left (an earlier crash mid-teardown).
+    volumes.unstage_unused();
     // Every pod's link and address, the bridge and the Services' rules.
     let network = state_dir.join("network");
     let kernel = berth_net::proxy::nftables::Kernel;

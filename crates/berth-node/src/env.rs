@@ -18,16 +18,27 @@ mod quantity;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, ResourceFieldSelector, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, ResourceFieldSelector,
+    Secret,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 pub(crate) use quantity::Decimal;
 
-/// Where ConfigMaps and Secrets come from. The agent backs it with its reflector caches; it is
-/// synchronous because a cache lookup is, and `None` means "not found" (kubelet's NotFound).
+/// Where ConfigMaps, Secrets, PersistentVolumeClaims and PersistentVolumes come from. The
+/// agent backs it with its reflector caches; it is synchronous because a cache lookup is, and
+/// `None` means "not found" (kubelet's NotFound).
 pub trait ObjectSource: Send + Sync {
     fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>>;
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>>;
+    fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<PersistentVolumeClaim>>;
+    /// PersistentVolumes are cluster-scoped.
+    fn persistent_volume(&self, name: &str) -> Option<Arc<PersistentVolume>>;
 }
 
 /// What resolution needs to know about the pod beyond its spec.
@@ -545,6 +556,8 @@ pub(crate) mod tests {
     pub(crate) struct FakeObjects {
         pub config_maps: BTreeMap<(String, String), Arc<ConfigMap>>,
         pub secrets: BTreeMap<(String, String), Arc<Secret>>,
+        pub claims: BTreeMap<(String, String), Arc<PersistentVolumeClaim>>,
+        pub volumes: BTreeMap<String, Arc<PersistentVolume>>,
     }
 
     impl FakeObjects {
@@ -589,6 +602,22 @@ pub(crate) mod tests {
             self.secrets.insert((ns.into(), name.into()), Arc::new(s));
             self
         }
+
+        /// Adds a claim (keyed by its own namespace and name).
+        pub(crate) fn with_claim(mut self, claim: PersistentVolumeClaim) -> Self {
+            let key = (
+                claim.metadata.namespace.clone().unwrap_or_default(),
+                claim.metadata.name.clone().unwrap_or_default(),
+            );
+            self.claims.insert(key, Arc::new(claim));
+            self
+        }
+
+        pub(crate) fn with_volume(mut self, pv: PersistentVolume) -> Self {
+            self.volumes
+                .insert(pv.metadata.name.clone().unwrap_or_default(), Arc::new(pv));
+            self
+        }
     }
 
     impl ObjectSource for FakeObjects {
@@ -599,6 +628,16 @@ pub(crate) mod tests {
         }
         fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
             self.secrets.get(&(namespace.into(), name.into())).cloned()
+        }
+        fn persistent_volume_claim(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Option<Arc<PersistentVolumeClaim>> {
+            self.claims.get(&(namespace.into(), name.into())).cloned()
+        }
+        fn persistent_volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+            self.volumes.get(name).cloned()
         }
     }
 

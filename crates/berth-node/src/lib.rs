@@ -29,5 +29,6 @@ pub mod volumes;
 pub mod worker;
 
 mod agent;
-pub use agent::{Agent, AgentConfig, Context, down};
+pub use agent::{Agent, AgentConfig, Context, down, down_with};
 pub use error::Error;
+pub use volumes::{CsiDriver, CsiDrivers};

@@ -13,13 +13,18 @@
 //!   layout (see `atomic`), always bound read-only. Secret and projected volumes get a tmpfs
 //!   of their own when [`VolumeConfig::secrets_in_tmpfs`] is set, as kubelet does, so secrets
 //!   never reach the disk; either way their parent directory is 0700.
-//! - `persistentVolumeClaim` and everything else: an error (the storage issue adds PVCs).
+//! - `persistentVolumeClaim`: the Bound volume's `local`/`hostPath` directory bind-mounted on
+//!   `volumes/kubernetes.io~local-volume/<name>` (`…~host-path/…`), or a CSI volume staged once
+//!   per node by its [`CsiDriver`] and bind-mounted on `volumes/kubernetes.io~csi/<name>/mount`
+//!   (see `claim`). An unbound claim is an error the worker retries: the pod waits.
+//! - everything else: an error.
 //!
 //! Mounts go through [`Mounter`] so all of this is tested without root. Teardown needs no pod
 //! spec (the pod may be long gone after a restart): it walks what is on disk, unmounts, and
 //! removes with `remove::remove_tree`, which never follows a symlink or crosses a mount.
 
 mod atomic;
+mod claim;
 mod host_path;
 mod mount;
 mod remove;
@@ -29,13 +34,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, DownwardAPIVolumeFile, KeyToPath, Secret, Volume, VolumeProjection,
 };
 
 pub use atomic::{AtomicWriteError, FileProjection, Payload, normalize_path, write_atomic};
+pub use claim::{CsiDriver, CsiDrivers, csi_staging_dir, valid_volume_handle};
 pub use host_path::{HostPathError, HostPathPolicy};
 pub use mount::{HostMounter, MountOp, Mounter, RecordingMounter};
 pub use remove::remove_tree;
@@ -57,6 +63,12 @@ pub struct VolumeConfig {
     pub host_path_policy: HostPathPolicy,
     /// Back secret and projected volumes with a tmpfs, as kubelet does.
     pub secrets_in_tmpfs: bool,
+    /// The agent's data dir: pods live in `pods/`, CSI volumes are staged under `csi/`, and
+    /// the local-path provisioner's volumes under `storage/local-path/` may be PV paths even
+    /// though the host-path policy denies the data dir.
+    pub state_dir: PathBuf,
+    /// The CSI drivers persistentVolumeClaims may use, by driver name.
+    pub csi_drivers: CsiDrivers,
 }
 
 /// What kind of volume a prepared path is.
@@ -70,6 +82,12 @@ pub enum VolumeKind {
     Secret,
     DownwardApi,
     Projected,
+    /// A claim bound to a PV with a `local` source: a bind mount of its path.
+    LocalVolume,
+    /// A claim bound to a PV with a `hostPath` source: a bind mount of its path.
+    PvHostPath,
+    /// A claim bound to a CSI PV: a bind mount of the node's staging dir.
+    Csi,
 }
 
 impl VolumeKind {
@@ -82,6 +100,9 @@ impl VolumeKind {
             VolumeKind::Secret => Some("kubernetes.io~secret"),
             VolumeKind::DownwardApi => Some("kubernetes.io~downward-api"),
             VolumeKind::Projected => Some("kubernetes.io~projected"),
+            VolumeKind::LocalVolume => Some("kubernetes.io~local-volume"),
+            VolumeKind::PvHostPath => Some("kubernetes.io~host-path"),
+            VolumeKind::Csi => Some(claim::CSI_PLUGIN),
         }
     }
 
@@ -139,6 +160,30 @@ pub enum VolumeErrorReason {
     UnsupportedMedium(String),
     #[error("invalid sizeLimit {0:?}")]
     BadSizeLimit(String),
+    #[error("persistentvolumeclaim \"{0}\" not found")]
+    ClaimNotFound(String),
+    #[error("persistentvolumeclaim \"{0}\" is not bound")]
+    ClaimNotBound(String),
+    #[error("persistentvolumeclaim \"{0}\" is being deleted")]
+    ClaimTerminating(String),
+    #[error("persistentvolume \"{0}\" not found")]
+    VolumeNotFound(String),
+    #[error(
+        "persistentvolume \"{pv}\" is not bound to persistentvolumeclaim \"{claim}\" (its claimRef names another)"
+    )]
+    ClaimRefMismatch { pv: String, claim: String },
+    #[error("path \"{0}\" does not exist")]
+    PathMissing(String),
+    #[error("driver name {0} not found in the list of registered CSI drivers")]
+    CsiDriverNotFound(String),
+    #[error("invalid CSI volumeHandle {0:?}")]
+    InvalidVolumeHandle(String),
+    #[error("CSI driver {driver} cannot stage volume {handle}: {message}")]
+    CsiStage {
+        driver: String,
+        handle: String,
+        message: String,
+    },
     #[error(transparent)]
     HostPath(#[from] HostPathError),
     #[error(transparent)]
@@ -173,6 +218,13 @@ pub struct TeardownError {
 pub struct VolumeManager {
     config: VolumeConfig,
     mounter: Arc<dyn Mounter>,
+    /// The host-path policy for PersistentVolumes' `local` and `hostPath` sources: the pods'
+    /// policy plus the trees below the local-path provisioner's root.
+    pv_path_policy: HostPathPolicy,
+    /// `<data>/storage/local-path` resolved: its volumes may be mounted, the root itself not.
+    local_path_root: PathBuf,
+    /// Held while staging or unstaging a CSI volume (see `claim`).
+    csi: Mutex<()>,
 }
 
 fn io_reason(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> VolumeErrorReason {
@@ -214,7 +266,16 @@ fn unsupported_kind(volume: &Volume) -> String {
 
 impl VolumeManager {
     pub fn new(config: VolumeConfig, mounter: Arc<dyn Mounter>) -> Self {
-        VolumeManager { config, mounter }
+        let local_path = config.state_dir.join(claim::LOCAL_PATH_ROOT);
+        let local_path = host_path::canonicalize_lenient(&local_path).unwrap_or(local_path);
+        let pv_path_policy = config.host_path_policy.clone().allow(&local_path);
+        VolumeManager {
+            config,
+            mounter,
+            pv_path_policy,
+            local_path_root: local_path,
+            csi: Mutex::new(()),
+        }
     }
 
     pub fn mounter(&self) -> &Arc<dyn Mounter> {
@@ -316,10 +377,8 @@ impl VolumeManager {
             let (dir, _) = self.write_api_data(ctx, pod_dir, volume, kind)?;
             return Ok(prepared(kind, dir));
         }
-        if volume.persistent_volume_claim.is_some() {
-            return Err(VolumeErrorReason::Unsupported(
-                "persistentVolumeClaim".to_string(),
-            ));
+        if let Some(source) = &volume.persistent_volume_claim {
+            return self.setup_claim(ctx, pod_dir, volume, source);
         }
         Err(VolumeErrorReason::Unsupported(unsupported_kind(volume)))
     }
@@ -332,17 +391,7 @@ impl VolumeManager {
         kind: VolumeKind,
         name: &str,
     ) -> Result<PathBuf, VolumeErrorReason> {
-        let Some(plugin) = kind.plugin_dir() else {
-            return Err(VolumeErrorReason::InvalidName(name.to_string()));
-        };
-        let volumes = pod_dir.join(VOLUMES_DIR);
-        mkdir(&volumes, 0o750)?;
-        let plugin_dir = volumes.join(plugin);
-        mkdir(
-            &plugin_dir,
-            if kind.holds_secrets() { 0o700 } else { 0o750 },
-        )?;
-        let dir = plugin_dir.join(name);
+        let dir = self.plugin_dir(pod_dir, kind)?.join(name);
         // A mounted tmpfs keeps the mode it was mounted with; chmod only a plain directory.
         let mounted = self.mounter.is_mount_point(&dir).unwrap_or(false);
         if !mounted {
@@ -353,6 +402,21 @@ impl VolumeManager {
             mkdir(&dir, mode)?;
         }
         Ok(dir)
+    }
+
+    /// Makes `<pod>/volumes/<plugin>`; 0700 for the kinds that hold secrets.
+    fn plugin_dir(&self, pod_dir: &Path, kind: VolumeKind) -> Result<PathBuf, VolumeErrorReason> {
+        let Some(plugin) = kind.plugin_dir() else {
+            return Err(VolumeErrorReason::Unsupported(format!("{kind:?}")));
+        };
+        let volumes = pod_dir.join(VOLUMES_DIR);
+        mkdir(&volumes, 0o750)?;
+        let plugin_dir = volumes.join(plugin);
+        mkdir(
+            &plugin_dir,
+            if kind.holds_secrets() { 0o700 } else { 0o750 },
+        )?;
+        Ok(plugin_dir)
     }
 
     fn ensure_tmpfs(
@@ -401,6 +465,9 @@ impl VolumeManager {
                 source,
             },
         )?;
+        // CSI volumes first: their mounts sit one level deeper, and unstaging needs what
+        // their directories record.
+        self.teardown_csi(pod_dir)?;
         let volumes = pod_dir.join(VOLUMES_DIR);
         for (plugin, plugin_is_dir) in entries(&volumes)? {
             if plugin_is_dir {
@@ -712,9 +779,9 @@ mod tests {
     use crate::env::tests::{FakeObjects, test_pod, with_ctx};
     use k8s_openapi::api::core::v1::{
         ConfigMapProjection, ConfigMapVolumeSource, DownwardAPIProjection, DownwardAPIVolumeSource,
-        EmptyDirVolumeSource, HostPathVolumeSource, ObjectFieldSelector,
-        PersistentVolumeClaimVolumeSource, ProjectedVolumeSource, ResourceFieldSelector,
-        SecretVolumeSource, ServiceAccountTokenProjection,
+        EmptyDirVolumeSource, HostPathVolumeSource, NFSVolumeSource, ObjectFieldSelector,
+        ProjectedVolumeSource, ResourceFieldSelector, SecretVolumeSource,
+        ServiceAccountTokenProjection,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -723,6 +790,8 @@ mod tests {
             VolumeConfig {
                 host_path_policy: HostPathPolicy::with_data_dir(Path::new("/var/lib/berth")),
                 secrets_in_tmpfs: true,
+                state_dir: PathBuf::from("/var/lib/berth"),
+                csi_drivers: CsiDrivers::new(),
             },
             mounter,
         )
@@ -1067,17 +1136,15 @@ mod tests {
         }
 
         let pod = pod_with(vec![Volume {
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: "c".into(),
+            nfs: Some(NFSVolumeSource {
+                server: "nas".into(),
+                path: "/x".into(),
                 read_only: None,
             }),
             ..volume("p")
         }]);
         let err = with_ctx(&pod, &objects, |ctx| m.setup(ctx, tmp.path())).unwrap_err();
-        assert_eq!(
-            err.reason.to_string(),
-            "persistentVolumeClaim volumes are not supported yet"
-        );
+        assert_eq!(err.reason.to_string(), "nfs volumes are not supported yet");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use berth_node::subpath::{SubPathError, SubPathMount, cleanup_sub_paths, prepare
 use berth_node::volumes::{HostMounter, HostPathPolicy, Mounter, VolumeConfig, VolumeManager};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, EmptyDirVolumeSource, Pod, PodSpec, Secret, SecretVolumeSource, Volume,
+    ConfigMap, EmptyDirVolumeSource, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, Secret,
+    SecretVolumeSource, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -32,6 +33,12 @@ struct Objects;
 
 impl ObjectSource for Objects {
     fn config_map(&self, _: &str, _: &str) -> Option<Arc<ConfigMap>> {
+        None
+    }
+    fn persistent_volume_claim(&self, _: &str, _: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        None
+    }
+    fn persistent_volume(&self, _: &str) -> Option<Arc<PersistentVolume>> {
         None
     }
     fn secret(&self, _: &str, name: &str) -> Option<Arc<Secret>> {
@@ -85,6 +92,8 @@ fn manager() -> VolumeManager {
         VolumeConfig {
             host_path_policy: HostPathPolicy::with_data_dir(Path::new("/var/lib/berth")),
             secrets_in_tmpfs: true,
+            state_dir: "/var/lib/berth".into(),
+            csi_drivers: Default::default(),
         },
         Arc::new(HostMounter),
     )
@@ -238,4 +247,216 @@ fn teardown_never_deletes_through_a_mount() {
         std::fs::read_to_string(precious.join("data")).unwrap(),
         "keep"
     );
+}
+
+/// Claims and volumes for the PVC tests: claim `c` in `default` Bound to `pv` with `spec`.
+struct Claims {
+    spec: k8s_openapi::api::core::v1::PersistentVolumeSpec,
+}
+
+impl ObjectSource for Claims {
+    fn config_map(&self, _: &str, _: &str) -> Option<Arc<ConfigMap>> {
+        None
+    }
+    fn secret(&self, _: &str, _: &str) -> Option<Arc<Secret>> {
+        None
+    }
+    fn persistent_volume_claim(&self, _: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PersistentVolumeClaimStatus};
+        (name == "c").then(|| {
+            Arc::new(PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("c".into()),
+                    namespace: Some("default".into()),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    volume_name: Some("pv".into()),
+                    ..Default::default()
+                }),
+                status: Some(PersistentVolumeClaimStatus {
+                    phase: Some("Bound".into()),
+                    ..Default::default()
+                }),
+            })
+        })
+    }
+    fn persistent_volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        (name == "pv").then(|| {
+            Arc::new(PersistentVolume {
+                metadata: ObjectMeta {
+                    name: Some("pv".into()),
+                    ..Default::default()
+                },
+                spec: Some(k8s_openapi::api::core::v1::PersistentVolumeSpec {
+                    claim_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
+                        namespace: Some("default".into()),
+                        name: Some("c".into()),
+                        ..Default::default()
+                    }),
+                    ..self.spec.clone()
+                }),
+                status: None,
+            })
+        })
+    }
+}
+
+/// Stages with a real tmpfs on the staging dir, as the ext4 driver stages a loop mount.
+struct TmpfsDriver;
+
+impl berth_node::volumes::CsiDriver for TmpfsDriver {
+    fn stage(&self, _: &str, staging_dir: &Path) -> Result<(), String> {
+        HostMounter
+            .mount_tmpfs(staging_dir, Some(1 << 20), 0o755)
+            .map_err(|e| e.to_string())
+    }
+    fn unstage(&self, _: &str, staging_dir: &Path) -> Result<(), String> {
+        HostMounter
+            .unmount(staging_dir)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn mounts_under(dir: &Path) -> usize {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+        .count()
+}
+
+fn claim_pod(uid: &str) -> Pod {
+    let mut p = pod(vec![Volume {
+        name: "data".into(),
+        persistent_volume_claim: Some(
+            k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                claim_name: "c".into(),
+                read_only: None,
+            },
+        ),
+        ..Default::default()
+    }]);
+    p.metadata.uid = Some(uid.into());
+    p
+}
+
+fn claim_setup(manager: &VolumeManager, objects: &Claims, pod_dir: &Path) -> std::path::PathBuf {
+    let allocatable = BTreeMap::new();
+    let pod = claim_pod("u");
+    let ctx = PodContext {
+        pod: &pod,
+        pod_ips: &[],
+        host_ips: &[],
+        node_allocatable: &allocatable,
+        objects,
+        service_env: &[],
+    };
+    manager.setup(&ctx, pod_dir).expect("setup")["data"]
+        .host_path
+        .clone()
+}
+
+/// Two pods share one CSI volume staged once; data written through one is seen through the
+/// other and in the staging dir; after both teardowns nothing is mounted under the state dir.
+#[test]
+fn csi_volumes_stage_once_bind_into_pods_and_leave_no_mounts() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let manager = VolumeManager::new(
+        VolumeConfig {
+            host_path_policy: HostPathPolicy::with_data_dir(&state),
+            secrets_in_tmpfs: true,
+            state_dir: state.clone(),
+            csi_drivers: BTreeMap::from([(
+                "berth.dev/test".to_string(),
+                Arc::new(TmpfsDriver) as Arc<dyn berth_node::volumes::CsiDriver>,
+            )]),
+        },
+        Arc::new(HostMounter),
+    );
+    let objects = Claims {
+        spec: k8s_openapi::api::core::v1::PersistentVolumeSpec {
+            csi: Some(k8s_openapi::api::core::v1::CSIPersistentVolumeSource {
+                driver: "berth.dev/test".into(),
+                volume_handle: "pvc-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    };
+    let (a, b) = (state.join("pods/a"), state.join("pods/b"));
+    let in_a = claim_setup(&manager, &objects, &a);
+    let in_b = claim_setup(&manager, &objects, &b);
+    // Set up again (an adopting agent): no second mount anywhere.
+    claim_setup(&manager, &objects, &a);
+    assert_eq!(mounts_under(&state), 3, "staging + one bind per pod");
+    std::fs::write(in_a.join("f"), "shared").unwrap();
+    assert_eq!(std::fs::read_to_string(in_b.join("f")).unwrap(), "shared");
+    let staging = state.join("csi/berth.dev~test/pvc-1/globalmount");
+    assert!(staging.join("f").exists());
+
+    manager.teardown(&a).unwrap();
+    assert_eq!(mounts_under(&state), 2, "b still uses the staged volume");
+    manager.teardown(&b).unwrap();
+    assert_eq!(mounts_under(&state), 0);
+    assert!(!staging.exists());
+}
+
+/// A local PV's directory is bind-mounted for real; a symlink to /etc is refused; teardown
+/// unmounts and keeps the data.
+#[test]
+fn local_volumes_bind_the_checked_directory() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let manager = VolumeManager::new(
+        VolumeConfig {
+            host_path_policy: HostPathPolicy::with_data_dir(&state),
+            secrets_in_tmpfs: true,
+            state_dir: state.clone(),
+            csi_drivers: BTreeMap::new(),
+        },
+        Arc::new(HostMounter),
+    );
+    let disk = tmp.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let local = |path: &Path| Claims {
+        spec: k8s_openapi::api::core::v1::PersistentVolumeSpec {
+            local: Some(k8s_openapi::api::core::v1::LocalVolumeSource {
+                path: path.display().to_string(),
+                fs_type: None,
+            }),
+            ..Default::default()
+        },
+    };
+    let pod_dir = state.join("pods/u");
+    let target = claim_setup(&manager, &local(&disk), &pod_dir);
+    claim_setup(&manager, &local(&disk), &pod_dir);
+    assert_eq!(mounts_under(&pod_dir), 1);
+    std::fs::write(target.join("f"), "x").unwrap();
+    assert_eq!(std::fs::read_to_string(disk.join("f")).unwrap(), "x");
+    manager.teardown(&pod_dir).unwrap();
+    assert_eq!(mounts_under(&pod_dir), 0);
+    assert_eq!(std::fs::read_to_string(disk.join("f")).unwrap(), "x");
+
+    let link = tmp.path().join("sneaky");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let allocatable = BTreeMap::new();
+    let pod = claim_pod("u");
+    let objects = local(&link);
+    let ctx = PodContext {
+        pod: &pod,
+        pod_ips: &[],
+        host_ips: &[],
+        node_allocatable: &allocatable,
+        objects: &objects,
+        service_env: &[],
+    };
+    let err = manager.setup(&ctx, &pod_dir).unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    assert_eq!(mounts_under(&pod_dir), 0);
 }

@@ -16,6 +16,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("writing the selected node {node} into claim {claim}: {source}")]
+    SelectNode {
+        claim: String,
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error(transparent)]
     Event(#[from] berth_client::EventError),
     #[error("the {0} watch ended before its cache was ready")]

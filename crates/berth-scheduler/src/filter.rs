@@ -3,7 +3,8 @@
 //! the "0/3 nodes are available: …" message reads as it would on any cluster.
 //!
 //! The [`Filter`] trait is the extension point: volume-aware scheduling (PV node affinity,
-//! WaitForFirstConsumer) is one more `Filter` appended to [`default_filters`].
+//! WaitForFirstConsumer, ReadWriteOncePod) is one more `Filter`,
+//! [`crate::volumes::VolumeBinding`], last in [`default_filters`].
 //!
 //! Node readiness is not checked here: Kubernetes filters NotReady nodes through the taints
 //! `node.kubernetes.io/not-ready` and `…/unreachable` that the node lifecycle controller adds,
@@ -30,6 +31,7 @@ pub fn default_filters() -> Vec<Box<dyn Filter>> {
         Box::new(TaintToleration),
         Box::new(NodeAffinity),
         Box::new(NodeResourcesFit),
+        Box::new(crate::volumes::VolumeBinding),
     ]
 }
 
@@ -160,7 +162,11 @@ fn matches_node_selector_and_affinity(pod: &Pod, node: &Node) -> bool {
 }
 
 /// A term with no requirements at all matches no node (`nodeaffinity.NewNodeSelector`).
-fn term_matches(term: &NodeSelectorTerm, node: &Node, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn term_matches(
+    term: &NodeSelectorTerm,
+    node: &Node,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let expressions = term.match_expressions.as_deref().unwrap_or(&[]);
     let fields = term.match_fields.as_deref().unwrap_or(&[]);
     if expressions.is_empty() && fields.is_empty() {

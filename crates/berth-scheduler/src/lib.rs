@@ -20,6 +20,8 @@
 //! - [`filter`]: the predicates and the [`filter::Filter`] extension point (volumes come next);
 //! - [`schedule`]: filter, score (least allocated, ties by name), the "0/N nodes" message;
 //! - [`snapshot`]: nodes with what is requested on them, effective pod requests;
+//! - [`volumes`]: claims, volumes and classes: where a pod's claims let it go, and the
+//!   WaitForFirstConsumer hand-off (the selected-node annotation, binding once claims are Bound);
 //! - [`quantity`]: `500m`, `128Mi`, `1e3` as integers;
 //! - [`queue`]: when to look at a pending pod again;
 //! - [`events`]: core/v1 Events with repeat counting.
@@ -33,18 +35,21 @@ pub mod schedule;
 pub mod snapshot;
 #[cfg(test)]
 mod testing;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
+use berth_client::cache::{AbortOnDrop, watched};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
@@ -85,10 +90,35 @@ impl Scheduler {
     /// Watches nodes and pods and schedules until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let changed = Arc::new(Notify::new());
-        let (nodes, node_task) = cache::<Node>(Api::all(self.client.clone()), changed.clone());
-        let (pods, pod_task) = cache::<Pod>(Api::all(self.client.clone()), changed.clone());
+        let (nodes, node_task) =
+            watched::<Node>(Api::all(self.client.clone()), changed.clone(), "scheduler");
+        let (pods, pod_task) =
+            watched::<Pod>(Api::all(self.client.clone()), changed.clone(), "scheduler");
+        let (claims, claim_task) = watched::<PersistentVolumeClaim>(
+            Api::all(self.client.clone()),
+            changed.clone(),
+            "scheduler",
+        );
+        let (volumes, volume_task) = watched::<PersistentVolume>(
+            Api::all(self.client.clone()),
+            changed.clone(),
+            "scheduler",
+        );
+        let (classes, class_task) =
+            watched::<StorageClass>(Api::all(self.client.clone()), changed.clone(), "scheduler");
         // Abort the watch tasks however this function ends.
-        let _tasks = AbortOnDrop(vec![node_task, pod_task]);
+        let _tasks = AbortOnDrop(vec![
+            node_task,
+            pod_task,
+            claim_task,
+            volume_task,
+            class_task,
+        ]);
+        let storage = Storage {
+            claims,
+            volumes,
+            classes,
+        };
         tokio::pin!(shutdown);
 
         let ready = async {
@@ -98,7 +128,8 @@ impl Scheduler {
                 .map_err(|_| Error::CacheNotReady("node"))?;
             pods.wait_until_ready()
                 .await
-                .map_err(|_| Error::CacheNotReady("pod"))
+                .map_err(|_| Error::CacheNotReady("pod"))?;
+            storage.wait_until_ready().await
         };
         tokio::select! {
             () = &mut shutdown => return Ok(()),
@@ -107,7 +138,7 @@ impl Scheduler {
         tracing::info!("scheduler started");
 
         loop {
-            self.pass(&nodes, &pods).await;
+            self.pass(&nodes, &pods, &storage).await;
             // With nothing backing off, only a change wakes the scheduler.
             let wake = self
                 .backoff
@@ -122,9 +153,14 @@ impl Scheduler {
     }
 
     /// One scheduling pass over every pending pod that is due, highest priority and oldest first.
-    async fn pass(&mut self, nodes: &Store<Node>, pods: &Store<Pod>) {
+    async fn pass(&mut self, nodes: &Store<Node>, pods: &Store<Pod>, storage: &Storage) {
         let nodes = nodes.state();
         let pods = pods.state();
+        let mut volumes = volumes::Volumes::new(
+            &storage.claims.state(),
+            &storage.volumes.state(),
+            &storage.classes.state(),
+        );
 
         // Assumed pods leave the list once the cache shows them bound, or gone.
         let by_uid: HashMap<&str, &Pod> = pods
@@ -164,8 +200,24 @@ impl Scheduler {
         self.backoff.retain(is_pending_uid);
         self.recorder.retain(is_pending_uid);
 
-        let world = world_fingerprint(&nodes, &pods);
+        for pod in pods.iter().filter(|p| !snapshot::is_terminated(p)) {
+            let on_node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| !n.is_empty());
+            let assumed = pod
+                .metadata
+                .uid
+                .as_ref()
+                .is_some_and(|uid| self.assumed.contains_key(uid));
+            if on_node || assumed {
+                volumes.add_user(pod);
+            }
+        }
+        let world = world_fingerprint(&nodes, &pods, &volumes);
         let mut snapshot = Snapshot::new(&nodes, &pods, &self.assumed);
+        snapshot.volumes = volumes;
         for pod in pending {
             let fingerprint = pod_fingerprint(world, pod);
             let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -190,6 +242,26 @@ impl Scheduler {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         match schedule::schedule(pod, snapshot, &self.filters) {
+            Ok(node) if !snapshot.volumes.all_bound(pod) => {
+                // PreBind: the claims learn the node, and the pod is bound by the pass that
+                // sees them Bound (the claims' changes wake it).
+                let claims: Api<PersistentVolumeClaim> =
+                    Api::namespaced(self.client.clone(), &namespace);
+                for claim in snapshot.volumes.claims_to_select(pod, &node) {
+                    let patch = serde_json::json!({"metadata": {"annotations": {
+                        volumes::SELECTED_NODE: node}}});
+                    claims
+                        .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(|source| Error::SelectNode {
+                            claim: format!("{namespace}/{claim}"),
+                            node: node.clone(),
+                            source,
+                        })?;
+                    tracing::info!(claim = %format!("{namespace}/{claim}"), %node, "selected a node for a claim");
+                }
+                Ok(false)
+            }
             Ok(node) => {
                 let binding = Binding {
                     metadata: ObjectMeta {
@@ -293,7 +365,7 @@ pub fn unschedulable_conditions(pod: &Pod, message: &str) -> Option<Vec<PodCondi
 
 /// What a failed verdict depended on outside the pod: each node as it is now (its
 /// resourceVersion) and which live pods are bound where.
-fn world_fingerprint(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> u64 {
+fn world_fingerprint(nodes: &[Arc<Node>], pods: &[Arc<Pod>], volumes: &volumes::Volumes) -> u64 {
     let mut nodes: Vec<_> = nodes
         .iter()
         .map(|n| (&n.metadata.name, &n.metadata.resource_version))
@@ -311,7 +383,33 @@ fn world_fingerprint(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> u64 {
     let mut h = DefaultHasher::new();
     nodes.hash(&mut h);
     bound.hash(&mut h);
+    volumes.versions().hash(&mut h);
     h.finish()
+}
+
+/// The storage caches: claims, volumes and classes.
+struct Storage {
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
+    classes: Store<StorageClass>,
+}
+
+impl Storage {
+    async fn wait_until_ready(&self) -> Result<(), Error> {
+        let not_ready = |what| move |_| Error::CacheNotReady(what);
+        self.claims
+            .wait_until_ready()
+            .await
+            .map_err(not_ready("persistentvolumeclaim"))?;
+        self.volumes
+            .wait_until_ready()
+            .await
+            .map_err(not_ready("persistentvolume"))?;
+        self.classes
+            .wait_until_ready()
+            .await
+            .map_err(not_ready("storageclass"))
+    }
 }
 
 /// The world fingerprint combined with the pod's spec, which is all a verdict depends on.
@@ -322,50 +420,6 @@ fn pod_fingerprint(world: u64, pod: &Pod) -> u64 {
         .unwrap_or_default()
         .hash(&mut h);
     h.finish()
-}
-
-/// A reflector cache of `K`, driven by a task that pokes `changed` on every watch event.
-fn cache<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    let task = tokio::spawn(drive(stream, changed));
-    (store, task)
-}
-
-async fn drive<S, T>(stream: S, changed: Arc<Notify>)
-where
-    S: Stream<Item = Result<T, watcher::Error>>,
-{
-    tokio::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            // The watcher backs off and resumes by itself; the cache keeps its last state.
-            Err(e) => tracing::warn!(error = %e, "scheduler watch failed; retrying"),
-        }
-    }
-}
-
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -399,7 +453,7 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_pod_status_but_not_spec() {
-        let world = world_fingerprint(&[], &[]);
+        let world = world_fingerprint(&[], &[], &Default::default());
         let p = pod("p");
         let mut with_status = p.clone();
         with_status.status = Some(Default::default());

@@ -141,10 +141,11 @@ impl NodeInfo {
     }
 }
 
-/// Every node, sorted by name, with its load.
+/// Every node, sorted by name, with its load; and the claims, volumes and classes.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
+    pub volumes: crate::volumes::Volumes,
 }
 
 impl Snapshot {
@@ -153,7 +154,10 @@ impl Snapshot {
     pub fn new(nodes: &[Arc<Node>], pods: &[Arc<Pod>], assumed: &HashMap<String, String>) -> Self {
         let mut nodes: Vec<NodeInfo> = nodes.iter().cloned().map(NodeInfo::new).collect();
         nodes.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut snapshot = Snapshot { nodes };
+        let mut snapshot = Snapshot {
+            nodes,
+            volumes: Default::default(),
+        };
         for pod in pods {
             if is_terminated(pod) {
                 continue;

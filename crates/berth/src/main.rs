@@ -105,6 +105,12 @@ enum Command {
         /// k3s's `--disable-controller-manager`.
         #[arg(long)]
         disable_controller_manager: bool,
+        /// Do not install the built-in StorageClasses `local-path` (the default class) and
+        /// `local-ext4`, as k3s's `--disable local-storage`. Without this flag they are created
+        /// once per data dir, on its first start without the flag (a marker file in the data
+        /// dir records it), so a class you delete or edit later stays as you left it.
+        #[arg(long)]
+        disable_storage_classes: bool,
         #[command(flatten)]
         agent: AgentFlags,
     },
@@ -169,6 +175,7 @@ fn main() -> anyhow::Result<()> {
             node_name,
             disable_agent,
             disable_controller_manager,
+            disable_storage_classes,
             agent,
         } => {
             init_tracing();
@@ -182,6 +189,7 @@ fn main() -> anyhow::Result<()> {
                 Duration::from_secs(compaction_interval_seconds.max(1)),
                 (service_cidr, service_node_port_range),
                 !disable_controller_manager,
+                !disable_storage_classes,
                 (!disable_agent).then(|| (node_name.unwrap_or_else(default_node_name), agent)),
             ))
         }
@@ -215,7 +223,8 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let cleaned = runtime.block_on(berth_node::down(&data_dir, &exe))?;
+            let drivers = csi_drivers(&Arc::new(berth_storage::Storage::new(&data_dir)));
+            let cleaned = runtime.block_on(berth_node::down_with(&data_dir, &exe, &drivers))?;
             println!(
                 "stopped and removed {cleaned} pod(s) from {}",
                 data_dir.display()
@@ -334,6 +343,7 @@ async fn up(
         berth_apiserver::NodePortRange,
     ),
     controllers: bool,
+    storage_classes: bool,
     agent: Option<(String, AgentFlags)>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -351,6 +361,12 @@ async fn up(
         service_node_port_range,
     };
     let server = berth_apiserver::ApiServer::bind(config).await?;
+    if storage_classes {
+        // Before "berth is up", so the first claim already finds the default class.
+        berth_apiserver::storage::install_builtin_classes(server.registry(), &data_dir)
+            .await
+            .context("cannot install the built-in StorageClasses")?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = admin_client(server.kubeconfig_path()).await?;
     let scheduler = spawn_scheduler(client.clone(), stop_rx.clone());
@@ -474,12 +490,46 @@ async fn spawn_agent(
         spawn_proxy(&client, &node_name, &network, service_cidr, stop.clone());
     }
     config.pod_network = Some(network);
+    // The built-in provisioners run beside the agent: their volumes live on this node. One
+    // `Storage` serves both, so its per-volume locks cover provisioning and staging.
+    let storage = Arc::new(berth_storage::Storage::new(data_dir));
+    config.csi_drivers = csi_drivers(&storage);
+    {
+        let (client, node_name, storage) = (client.clone(), node_name.clone(), storage.clone());
+        tokio::spawn(berth_storage::run_with(
+            client,
+            node_name,
+            storage,
+            stopping(stop.clone()),
+        ));
+    }
     let agent = berth_node::Agent::new(client, config);
     Ok(tokio::spawn(async move {
         if let Err(e) = agent.run(stopping(stop)).await {
             tracing::error!(error = %e, "the node agent stopped");
         }
     }))
+}
+
+/// The CSI drivers of this node: berth's capacity-enforced volumes (`local-ext4.berth.dev`),
+/// a loop-mounted ext4 image each, staged by berth-storage.
+fn csi_drivers(storage: &Arc<berth_storage::Storage>) -> berth_node::CsiDrivers {
+    let driver: Arc<dyn berth_node::CsiDriver> = Arc::new(LocalExt4(storage.clone()));
+    [(berth_storage::LOCAL_EXT4_DRIVER.to_string(), driver)].into()
+}
+
+struct LocalExt4(Arc<berth_storage::Storage>);
+
+impl berth_node::CsiDriver for LocalExt4 {
+    fn stage(&self, handle: &str, staging_dir: &std::path::Path) -> Result<(), String> {
+        self.0.stage(handle, staging_dir).map_err(|e| e.to_string())
+    }
+
+    fn unstage(&self, handle: &str, staging_dir: &std::path::Path) -> Result<(), String> {
+        self.0
+            .unstage(handle, staging_dir)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Starts the service proxy: nftables rules for every Service, kept current from the API.

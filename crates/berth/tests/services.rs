@@ -20,6 +20,16 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// No node agent (so no service proxy), and Kubernetes' default ranges, which these tests
+/// name literally.
+const CONTROL_PLANE_WITH_DEFAULT_RANGES: &[&str] = &[
+    "--disable-agent",
+    "--service-cidr",
+    "10.43.0.0/16",
+    "--service-node-port-range",
+    "30000-32767",
+];
+
 #[track_caller]
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -125,13 +135,7 @@ async fn store_allocations(berth: &Berth) -> (BTreeMap<String, String>, BTreeMap
 
 #[test]
 fn cluster_ips_come_from_the_service_cidr_and_headless_gets_none() {
-    let berth = Berth::start_with(&[
-        "--disable-agent",
-        "--service-cidr",
-        "10.43.0.0/16",
-        "--service-node-port-range",
-        "30000-32767",
-    ]);
+    let berth = Berth::start_with(CONTROL_PLANE_WITH_DEFAULT_RANGES);
     let k = berth.kubectl();
     let mut ips = BTreeSet::new();
     for name in ["a", "b", "c", "d", "e"] {
@@ -159,13 +163,7 @@ fn cluster_ips_come_from_the_service_cidr_and_headless_gets_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_creates_get_a_hundred_addresses() {
-    let berth = Berth::start_with(&[
-        "--disable-agent",
-        "--service-cidr",
-        "10.43.0.0/16",
-        "--service-node-port-range",
-        "30000-32767",
-    ]);
+    let berth = Berth::start_with(CONTROL_PLANE_WITH_DEFAULT_RANGES);
     let client = berth.client().await;
     let api: Api<Service> = Api::namespaced(client, "default");
     let creates = (0..100).map(|i| {
@@ -192,13 +190,7 @@ async fn a_hundred_concurrent_creates_get_a_hundred_addresses() {
 
 #[test]
 fn requested_addresses_are_honoured_and_taken_ones_refused() {
-    let berth = Berth::start_with(&[
-        "--disable-agent",
-        "--service-cidr",
-        "10.43.0.0/16",
-        "--service-node-port-range",
-        "30000-32767",
-    ]);
+    let berth = Berth::start_with(CONTROL_PLANE_WITH_DEFAULT_RANGES);
     let k = berth.kubectl();
     k.apply(&manifest("dns", "  clusterIP: 10.43.0.10\n"));
     assert_eq!(cluster_ip(&k, "dns"), "10.43.0.10");
@@ -270,13 +262,7 @@ fn requested_addresses_are_honoured_and_taken_ones_refused() {
 
 #[test]
 fn node_port_and_load_balancer_services_get_node_ports() {
-    let berth = Berth::start_with(&[
-        "--disable-agent",
-        "--service-cidr",
-        "10.43.0.0/16",
-        "--service-node-port-range",
-        "30000-32767",
-    ]);
+    let berth = Berth::start_with(CONTROL_PLANE_WITH_DEFAULT_RANGES);
     let k = berth.kubectl();
     k.ok(&[
         "create",
@@ -367,13 +353,7 @@ fn node_port_and_load_balancer_services_get_node_ports() {
 
 #[test]
 fn the_garbage_collector_and_namespace_deletion_free_allocations() {
-    let berth = Berth::start_with(&[
-        "--disable-agent",
-        "--service-cidr",
-        "10.43.0.0/16",
-        "--service-node-port-range",
-        "30000-32767",
-    ]);
+    let berth = Berth::start_with(CONTROL_PLANE_WITH_DEFAULT_RANGES);
     let k = berth.kubectl();
     // A Service owned by a ConfigMap: the GC deletes it when the owner goes.
     k.ok(&["create", "configmap", "owner"]);
@@ -416,13 +396,7 @@ fn the_garbage_collector_and_namespace_deletion_free_allocations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocations_hold_across_a_kill_and_restart() {
-    let mut berth = Berth::start_with(&[
-        "--disable-agent",
-        "--service-cidr",
-        "10.43.0.0/16",
-        "--service-node-port-range",
-        "30000-32767",
-    ]);
+    let mut berth = Berth::start_with(CONTROL_PLANE_WITH_DEFAULT_RANGES);
     let k = berth.kubectl();
     k.ok(&["create", "service", "clusterip", "random", "--tcp=80:80"]);
     let random = cluster_ip(&k, "random");
@@ -472,13 +446,7 @@ async fn allocations_hold_across_a_kill_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_service_points_at_the_api_server() {
-    let mut berth = Berth::start_with(&[
-        "--disable-agent",
-        "--service-cidr",
-        "10.43.0.0/16",
-        "--service-node-port-range",
-        "30000-32767",
-    ]);
+    let mut berth = Berth::start_with(CONTROL_PLANE_WITH_DEFAULT_RANGES);
     let k = berth.kubectl();
     let table = k.ok(&["get", "svc", "kubernetes"]);
     let row = table.lines().nth(1).expect("a row");
@@ -536,13 +504,7 @@ async fn the_kubernetes_service_points_at_the_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_create_delete_cycles_leak_nothing() {
-    let mut berth = Berth::start_with(&[
-        "--disable-agent",
-        "--service-cidr",
-        "10.43.0.0/16",
-        "--service-node-port-range",
-        "30000-32767",
-    ]);
+    let mut berth = Berth::start_with(CONTROL_PLANE_WITH_DEFAULT_RANGES);
     let client = berth.client().await;
     let api: Api<Service> = Api::namespaced(client, "default");
     // Eight workers, 125 cycles each, mixing ClusterIP, NodePort and LoadBalancer (Local).

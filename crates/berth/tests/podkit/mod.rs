@@ -18,7 +18,7 @@ use crate::common::{Berth, Kubectl};
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "ls", "env", "date", "true", "false", "kill", "ps", "mkdir",
     "touch", "rm", "head", "tail", "wc", "grep", "hostname", "id", "ln", "dd", "nc", "httpd",
-    "printf", "test", "trap", "ip", "wget", "nslookup",
+    "printf", "test", "trap", "ip", "wget", "nslookup", "df",
 ];
 
 /// Builds the busybox image tarball once per test binary and imports it into `berth`'s store.
