@@ -112,7 +112,62 @@ pub struct Context {
     pub volumes: volumes::VolumeManager,
     /// The pod network; `None` when every pod uses the host's network namespace.
     pub network: Option<Arc<berth_net::PodNetwork>>,
+    /// Which pod uids hold each identity (`<namespace>/<name>`) on this node: the ones with a
+    /// worker, whose processes may still be alive.
+    pub identities: Identities,
     events: mpsc::UnboundedSender<EventRequest>,
+}
+
+/// At most one pod per identity on this node: a pod whose name an earlier pod (another uid)
+/// still holds — its processes stopping after a force deletion, say — does not start until
+/// that pod's worker has removed everything of it. StatefulSets rely on this: `web-0` must
+/// never run twice.
+#[derive(Default)]
+pub struct Identities {
+    holders: std::sync::Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Identities {
+    pub fn key(pod: &Pod) -> String {
+        format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Records that the worker of `uid` holds `pod`'s identity.
+    pub fn hold(&self, pod: &Pod, uid: &str) {
+        if let Ok(mut holders) = self.holders.lock() {
+            holders
+                .entry(Self::key(pod))
+                .or_default()
+                .insert(uid.to_string());
+        }
+    }
+
+    /// Forgets `uid` (its worker is done: nothing of it is left on the node).
+    pub fn release(&self, uid: &str) {
+        if let Ok(mut holders) = self.holders.lock() {
+            holders.retain(|_, uids| {
+                uids.remove(uid);
+                !uids.is_empty()
+            });
+        }
+    }
+
+    /// The other pods (uids) that hold `pod`'s identity besides `uid`.
+    pub fn others(&self, pod: &Pod, uid: &str) -> Vec<String> {
+        let Ok(holders) = self.holders.lock() else {
+            return Vec::new();
+        };
+        let mut others: Vec<String> = holders
+            .get(&Self::key(pod))
+            .map(|uids| uids.iter().filter(|u| *u != uid).cloned().collect())
+            .unwrap_or_default();
+        others.sort();
+        others
+    }
 }
 
 impl Context {
@@ -288,6 +343,7 @@ impl Agent {
         };
         let ctx = Arc::new(Context {
             network,
+            identities: Identities::default(),
             client: client.clone(),
             node_name: config.node_name.clone(),
             node_ip: config.node_ip.to_string(),
@@ -383,6 +439,9 @@ async fn run_pods(
     let spawn = |uid: String,
                  initial: worker::PodUpdate,
                  workers: &mut HashMap<String, watch::Sender<worker::PodUpdate>>| {
+        if let Some(pod) = &initial {
+            ctx.identities.hold(pod, &uid);
+        }
         let (tx, rx) = watch::channel(initial);
         let w = worker::PodWorker::new(ctx.clone(), uid.clone(), rx, done_tx.clone());
         tokio::spawn(w.run());
@@ -393,6 +452,7 @@ async fn run_pods(
         tokio::select! {
             Some(uid) = done_rx.recv() => {
                 workers.remove(&uid);
+                ctx.identities.release(&uid);
             }
             event = stream.next() => {
                 let Some(event) = event else { return Ok(()) };
@@ -566,4 +626,31 @@ fn create_private_dir(dir: &Path) -> Result<(), Error> {
         .map_err(Error::io("creating", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(Error::io("restricting", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.name = Some(name.into());
+        pod
+    }
+
+    #[test]
+    fn an_identity_is_held_until_every_earlier_worker_is_done() {
+        let identities = Identities::default();
+        identities.hold(&pod("web-0"), "old");
+        identities.hold(&pod("web-0"), "new");
+        identities.hold(&pod("web-1"), "other");
+        assert_eq!(identities.others(&pod("web-0"), "new"), ["old"]);
+        assert!(identities.others(&pod("web-1"), "other").is_empty());
+        identities.release("old");
+        assert!(identities.others(&pod("web-0"), "new").is_empty());
+        identities.release("new");
+        identities.release("new");
+        assert!(identities.others(&pod("web-0"), "x").is_empty());
+    }
 }

@@ -411,6 +411,20 @@ impl PodWorker {
 
     /// Sandbox, then init containers in order, then the app containers.
     async fn advance(&mut self, pod: &Arc<Pod>) -> Option<Instant> {
+        let adopted = self.init.iter().chain(&self.app).any(|s| s.id.is_some());
+        if !self.sandbox_ready && !adopted {
+            // A new pod waits while an earlier pod of the same name still has anything here.
+            let earlier = self.ctx.identities.others(pod, &self.uid);
+            if !earlier.is_empty() {
+                let message = format!(
+                    "Waiting for the previous pod {} (uid {}) to stop on this node before starting",
+                    crate::agent::Identities::key(pod),
+                    earlier.join(", ")
+                );
+                self.event(pod, None, "Normal", "PreviousPodStopping", &message);
+                return Some(Instant::now() + RETRY);
+            }
+        }
         if !self.sandbox_ready {
             if let Err(e) = self.ensure_sandbox(pod) {
                 tracing::warn!(pod = %self.uid, error = %e, "cannot set up the pod sandbox");

@@ -461,3 +461,49 @@ fn d6_host_paths_are_checked_and_sensitive_ones_denied_unless_allowed() {
     kubectl.ok(&["exec", "allowed", "--", "touch", "/host/new"]);
     assert!(allowed.path().join("new").exists());
 }
+
+/// A pod whose process ignores SIGTERM, so stopping it takes the whole grace period.
+fn stubborn(name: &str, marker: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", "trap '' TERM; exec {marker}"]
+"#
+    )
+}
+
+#[test]
+fn a_force_deleted_pods_name_is_not_run_twice_at_once() {
+    let (_berth, kubectl) = start_with(&[]);
+    let (old, new) = (marker(51), marker(52));
+    kubectl.apply(&stubborn("solo", &old));
+    wait_until("the first pod runs", T, || marker_running(&old));
+    // Force deletion removes the object at once; its process still has to be stopped (it
+    // ignores SIGTERM, so that takes kubelet's minimum grace). The new pod of the same name
+    // must not start meanwhile.
+    kubectl.ok(&["delete", "pod", "solo", "--grace-period=0", "--force"]);
+    kubectl.apply(&stubborn("solo", &new));
+    let deadline = Instant::now() + T;
+    loop {
+        let (a, b) = (marker_running(&old), marker_running(&new));
+        assert!(!(a && b), "two pods named solo ran at once");
+        if b && !a {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new pod never started alone");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector=reason=PreviousPodStopping",
+    ]);
+    assert!(events.contains("solo"), "{events}");
+}

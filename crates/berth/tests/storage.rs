@@ -408,3 +408,30 @@ fn the_capacity_class_stops_writes_at_the_claimed_size_and_grows_with_the_claim(
     );
     assert_eq!(fits.code, 0, "{fits:?}");
 }
+
+#[test]
+fn the_readme_example_keeps_its_notes_across_pods() {
+    let (_berth, kubectl) = start();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/notes.yaml");
+    kubectl.ok(&["apply", "-f", example]);
+    running(&kubectl, "notes");
+    eventually("the first line", || {
+        let log = exec(&kubectl, "notes", "cat /data/log").stdout;
+        if log.lines().count() == 1 {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    delete_and_wait_gone(&kubectl, &["pod", "notes", "--grace-period=1"]);
+    kubectl.ok(&["apply", "-f", example]);
+    running(&kubectl, "notes");
+    eventually("the second pod adds a line to the first one's", || {
+        let log = exec(&kubectl, "notes", "cat /data/log").stdout;
+        if log.lines().count() == 2 {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+}
