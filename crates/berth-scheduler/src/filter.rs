@@ -12,9 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorTerm, Pod, Taint, Toleration};
 
 use crate::snapshot::{NodeInfo, Snapshot, pod_requests};
 
@@ -167,46 +165,8 @@ pub(crate) fn term_matches(
     node: &Node,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    let expressions = term.match_expressions.as_deref().unwrap_or(&[]);
-    let fields = term.match_fields.as_deref().unwrap_or(&[]);
-    if expressions.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let name = node.metadata.name.clone().unwrap_or_default();
-    expressions
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            // metadata.name is the only field Kubernetes supports in matchFields.
-            r.key == "metadata.name"
-                && matches!(r.operator.as_str(), "In" | "NotIn")
-                && requirement_matches(r, Some(&name))
-        })
-}
-
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or(&[]);
-    let as_int = |s: &str| s.parse::<i64>().ok();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(have), [want]) = (value.and_then(as_int), values) else {
-                return false;
-            };
-            let Some(want) = as_int(want) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                have > want
-            } else {
-                have < want
-            }
-        }
-        _ => false,
-    }
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    berth_client::node_affinity::term_matches(term, name, labels)
 }
 
 /// The pod's effective requests must fit in the node's allocatable minus what the pods
@@ -246,7 +206,9 @@ impl Filter for NodeResourcesFit {
 mod tests {
     use super::*;
     use crate::testing::{container, node, pod};
-    use k8s_openapi::api::core::v1::{Affinity, NodeAffinity as Affinity_, NodeSelector, NodeSpec};
+    use k8s_openapi::api::core::v1::{
+        Affinity, NodeAffinity as Affinity_, NodeSelector, NodeSelectorRequirement, NodeSpec,
+    };
 
     fn run(f: &dyn Filter, p: &Pod, n: &Node) -> Result<(), Vec<String>> {
         let info = NodeInfo::new(std::sync::Arc::new(n.clone()));

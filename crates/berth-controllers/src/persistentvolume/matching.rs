@@ -10,9 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim,
-};
+use k8s_openapi::api::core::v1::{NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim};
 
 /// The resource name of a volume's size in capacities and requests.
 pub const STORAGE: &str = "storage";
@@ -146,45 +144,7 @@ pub fn node_affinity_admits(volume: &PersistentVolume, node: NodeView<'_>) -> bo
 }
 
 fn term_matches(term: &NodeSelectorTerm, node: NodeView<'_>) -> bool {
-    let expressions = term.match_expressions.as_deref().unwrap_or(&[]);
-    let fields = term.match_fields.as_deref().unwrap_or(&[]);
-    if expressions.is_empty() && fields.is_empty() {
-        return false;
-    }
-    expressions
-        .iter()
-        .all(|r| requirement_matches(r, node.labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            // metadata.name is the only field Kubernetes supports in matchFields.
-            r.key == "metadata.name"
-                && matches!(r.operator.as_str(), "In" | "NotIn")
-                && requirement_matches(r, Some(node.name))
-        })
-}
-
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or(&[]);
-    let as_int = |s: &str| s.parse::<i64>().ok();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(have), [want]) = (value.and_then(as_int), values) else {
-                return false;
-            };
-            let Some(want) = as_int(want) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                have > want
-            } else {
-                have < want
-            }
-        }
-        _ => false,
-    }
+    berth_client::node_affinity::term_matches(term, node.name, node.labels)
 }
 
 /// What one volume is to one unbound claim.
@@ -302,9 +262,11 @@ pub fn check_satisfies(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use berth_client::node_affinity::requirement_matches;
     use k8s_openapi::api::core::v1::{
-        NodeSelector, ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeSpec,
-        PersistentVolumeStatus, VolumeNodeAffinity, VolumeResourceRequirements,
+        NodeSelector, NodeSelectorRequirement, ObjectReference, PersistentVolumeClaimSpec,
+        PersistentVolumeSpec, PersistentVolumeStatus, VolumeNodeAffinity,
+        VolumeResourceRequirements,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
