@@ -27,6 +27,7 @@ mod atomic;
 mod claim;
 mod host_path;
 mod mount;
+pub mod ownership;
 mod remove;
 mod usage;
 
@@ -243,6 +244,40 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), VolumeErrorReason> {
         .map_err(io_reason("chmod", path))
 }
 
+/// The pod's fsGroup on the volume kinds kubelet manages ownership of and that pods write:
+/// emptyDirs and claims on local or CSI volumes (never a hostPath: the host's files are not
+/// the pod's to re-own).
+fn apply_fs_group(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    prepared: &PreparedVolume,
+) -> Result<(), VolumeErrorReason> {
+    let context = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let Some(gid) = context
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok())
+    else {
+        return Ok(());
+    };
+    let managed = matches!(
+        prepared.kind,
+        VolumeKind::EmptyDir
+            | VolumeKind::EmptyDirMemory
+            | VolumeKind::LocalVolume
+            | VolumeKind::Csi
+    );
+    if !managed || prepared.read_only {
+        return Ok(());
+    }
+    let policy = ownership::ChangePolicy::from_kubernetes(
+        context.and_then(|c| c.fs_group_change_policy.as_deref()),
+    );
+    ownership::apply(&prepared.host_path, gid, policy).map_err(|e| VolumeErrorReason::Io {
+        what: "apply fsGroup to",
+        path: prepared.host_path.clone(),
+        source: e.into(),
+    })
+}
+
 /// A volume name as the API validates it (a DNS label), checked again because it becomes a
 /// path component.
 fn valid_volume_name(name: &str) -> bool {
@@ -293,6 +328,10 @@ impl VolumeManager {
         for volume in ctx.pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             let prepared = self
                 .setup_one(ctx, pod_dir, volume)
+                .and_then(|prepared| {
+                    apply_fs_group(ctx.pod, &prepared)?;
+                    Ok(prepared)
+                })
                 .map_err(|reason| VolumeError {
                     volume: volume.name.clone(),
                     reason,

@@ -720,13 +720,21 @@ fn h7_a_non_root_pod_with_fs_group_writes_to_fresh_local_path_and_local_ext4_vol
             Some("1000"),
             "ownership of the new file: {mine:?}\n{logs}"
         );
+        // fsGroup: the volume's root is the group's (setgid), so new files are too.
+        assert_eq!(
+            mine.split_whitespace().nth(3),
+            Some("2000"),
+            "group of the new file: {mine:?}\n{logs}"
+        );
     }
-    // On the host: the local-path directory is 0777 (as k3s makes them), the file the pod's.
+    // On the host: the local-path directory is 0777 (as k3s makes them) plus fsGroup's
+    // setgid and group; the file is the pod's user's and the fsGroup's.
     let volume = bound_volume(&kubectl, "plain");
     let dir = local_path_root(&berth).join(&volume);
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&dir).expect("the volume directory");
-    assert_eq!(meta.mode() & 0o7777, 0o777, "mode of {}", dir.display());
+    assert_eq!(meta.mode() & 0o7777, 0o2777, "mode of {}", dir.display());
+    assert_eq!(meta.gid(), 2000);
     let file = std::fs::metadata(dir.join("mine")).expect("the pod's file");
-    assert_eq!(file.uid(), 1000);
+    assert_eq!((file.uid(), file.gid()), (1000, 2000));
 }
