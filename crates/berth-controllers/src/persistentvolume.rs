@@ -232,6 +232,15 @@ async fn reconcile_claim(
     runtime::synced(&ctx.volumes, "persistentvolume").await?;
     runtime::synced(&ctx.classes, "storageclass").await?;
     runtime::synced(&ctx.nodes, "node").await?;
+    if decide::needs_default_class(&claim) {
+        let classes = ctx.classes.state();
+        let classes: Vec<&StorageClass> = classes.iter().map(AsRef::as_ref).collect();
+        if let Some(default) = decide::default_class(&classes) {
+            assign_class(&ctx.client, &claim, default).await?;
+            // The claim's own change brings it back here with its class.
+            return Ok(Action::await_change());
+        }
+    }
     let class_name = matching::claim_class(&claim);
     let class = (!class_name.is_empty())
         .then(|| ctx.classes.get(&ObjectRef::new(class_name)))
@@ -295,6 +304,21 @@ async fn reconcile_claim(
         }
     }
     Ok(Action::await_change())
+}
+
+/// Gives a claim without a class the default class `class`.
+async fn assign_class(
+    client: &Client,
+    claim: &PersistentVolumeClaim,
+    class: &str,
+) -> Result<(), Error> {
+    let (namespace, name, version) = key(claim)?;
+    let patch =
+        json!({"metadata": {"resourceVersion": version}, "spec": {"storageClassName": class}});
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 /// Sets the claim's storage-provisioner annotations (current and legacy) to `provisioner`.

@@ -443,3 +443,45 @@ spec:
         get(&kubectl, "pv", "guarded").is_none().then_some(())
     });
 }
+
+#[test]
+fn a_claim_made_without_a_default_class_gets_the_one_that_appears_later() {
+    let berth = Berth::start_with(&["--disable-agent", "--disable-storage-classes"]);
+    let kubectl = berth.kubectl();
+    kubectl.apply(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: early}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    let class = |kubectl: &Kubectl| {
+        kubectl
+            .ok(&[
+                "get",
+                "pvc",
+                "early",
+                "-o",
+                "jsonpath={.spec.storageClassName}",
+            ])
+            .trim()
+            .to_string()
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(class(&kubectl), "", "no default class exists yet");
+    kubectl.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: later\n  annotations: {storageclass.kubernetes.io/is-default-class: \"true\"}\nprovisioner: example.com/none\nvolumeBindingMode: WaitForFirstConsumer\n",
+    );
+    wait_for(&kubectl, "the claim gets the new default class", || {
+        (class(&kubectl) == "later").then_some(())
+    });
+    // A claim that chose "no class" keeps that choice.
+    kubectl.apply(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: classless}\nspec:\n  storageClassName: \"\"\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let chosen = kubectl.ok(&[
+        "get",
+        "pvc",
+        "classless",
+        "-o",
+        "jsonpath={.spec.storageClassName}",
+    ]);
+    assert_eq!(chosen.trim(), "");
+}

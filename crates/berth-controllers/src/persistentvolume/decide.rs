@@ -51,6 +51,41 @@ impl Event {
     }
 }
 
+/// The annotations that make a StorageClass the default (GA and beta).
+const DEFAULT_CLASS: [&str; 2] = [
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+];
+
+/// The default StorageClass, as admission picks it: the newest of those annotated as
+/// default, ties by name.
+pub fn default_class<'a>(classes: &[&'a StorageClass]) -> Option<&'a str> {
+    classes
+        .iter()
+        .filter(|c| {
+            DEFAULT_CLASS
+                .iter()
+                .any(|key| annotation(&c.metadata, key) == Some("true"))
+        })
+        .max_by(|a, b| {
+            let created = |c: &StorageClass| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| b.metadata.name.cmp(&a.metadata.name))
+        })
+        .and_then(|c| c.metadata.name.as_deref())
+}
+
+/// A claim made while there was no default class, unbound and never given a class: it gets
+/// the default once there is one (upstream's retroactive default StorageClass assignment).
+pub fn needs_default_class(claim: &PersistentVolumeClaim) -> bool {
+    let spec = claim.spec.as_ref();
+    claim.metadata.deletion_timestamp.is_none()
+        && spec.is_some_and(|s| s.storage_class_name.is_none())
+        && volume_name(claim).is_empty()
+        && annotation(&claim.metadata, "volume.beta.kubernetes.io/storage-class").is_none()
+}
+
 /// What to do about one claim.
 #[derive(Debug, PartialEq)]
 pub enum ClaimPlan<'a> {

@@ -379,3 +379,34 @@ fn a_volume_bound_by_the_controller_to_a_claim_bound_elsewhere_is_freed() {
         }
     ));
 }
+
+#[test]
+fn a_claim_without_a_class_gets_the_newest_default() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let class = |name: &str, default: bool, second: i64| StorageClass {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: default.then(|| {
+                [(
+                    "storageclass.kubernetes.io/is-default-class".to_string(),
+                    "true".to_string(),
+                )]
+                .into()
+            }),
+            creation_timestamp: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(second).expect("time"),
+            )),
+            ..Default::default()
+        },
+        provisioner: "berth.dev/local-path".into(),
+        ..Default::default()
+    };
+    let (old, new, plain) = (
+        class("old", true, 10),
+        class("new", true, 20),
+        class("plain", false, 30),
+    );
+    assert_eq!(default_class(&[&old, &plain]), Some("old"));
+    assert_eq!(default_class(&[&old, &new, &plain]), Some("new"));
+    assert_eq!(default_class(&[&plain]), None);
+}
