@@ -407,6 +407,19 @@ fn the_capacity_class_stops_writes_at_the_claimed_size_and_grows_with_the_claim(
         "dd if=/dev/zero of=/data/big bs=1M count=48 2>&1",
     );
     assert_eq!(fits.code, 0, "{fits:?}");
+    // Once no pod uses them, the volumes are unstaged and nothing is left of their staging.
+    delete_and_wait_gone(&kubectl, &["pod", "filler", "next"]);
+    let staging = berth.data_dir().join("csi/local-ext4.berth.dev");
+    eventually("the staging directories are gone", || {
+        let left: Vec<_> = std::fs::read_dir(&staging)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    });
 }
 
 #[test]

@@ -533,7 +533,9 @@ impl VolumeManager {
             tracing::warn!(driver = driver_name, handle, error = %message, "cannot unstage a CSI volume");
             return;
         }
-        if self.mounter.is_mount_point(&staging).unwrap_or(true) {
+        // A driver may remove the staging directory itself; gone is not mounted.
+        let mounted = staging.exists() && self.mounter.is_mount_point(&staging).unwrap_or(true);
+        if mounted {
             tracing::warn!(
                 driver = driver_name,
                 handle,
