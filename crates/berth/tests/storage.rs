@@ -448,3 +448,53 @@ fn the_readme_example_keeps_its_notes_across_pods() {
         }
     });
 }
+
+#[test]
+fn a_pod_waits_for_its_unbound_immediate_claim_and_its_volumes_node() {
+    let (_berth, kubectl) = start();
+    // A class nobody provisions for: its Immediate claim stays unbound, so the pod waits.
+    kubectl.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: nobody}\nprovisioner: example.com/nobody\nvolumeBindingMode: Immediate\n",
+    );
+    kubectl.apply(&claim("stuck", Some("nobody"), "ReadWriteOnce", "16Mi"));
+    kubectl.apply(&pod("waiting", "stuck", "true"));
+    eventually("the pod is unschedulable for its claim", || {
+        let events = kubectl
+            .run(&[
+                "get",
+                "events",
+                "--field-selector=involvedObject.name=waiting",
+            ])
+            .stdout;
+        if events.contains("pod has unbound immediate PersistentVolumeClaims") {
+            Ok(())
+        } else {
+            Err(events)
+        }
+    });
+    assert_eq!(phase(&pod_json(&kubectl, "waiting")), "Pending");
+    // A volume pinned to a node that does not exist keeps its claim's pod off this node.
+    kubectl.apply(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: elsewhere}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  local: {path: /tmp}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [another-node]}]\n",
+    );
+    kubectl.apply(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: far}\nspec:\n  storageClassName: \"\"\n  volumeName: elsewhere\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    bound_volume(&kubectl, "far");
+    kubectl.apply(&pod("distant", "far", "true"));
+    eventually("the pod is kept off this node", || {
+        let events = kubectl
+            .run(&[
+                "get",
+                "events",
+                "--field-selector=involvedObject.name=distant",
+            ])
+            .stdout;
+        if events.contains("volume node affinity conflict") {
+            Ok(())
+        } else {
+            Err(events)
+        }
+    });
+    assert_eq!(phase(&pod_json(&kubectl, "distant")), "Pending");
+}
