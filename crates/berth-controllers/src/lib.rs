@@ -20,6 +20,8 @@
 //!   (the Ready Nodes' InternalIP addresses, as k3s's ServiceLB);
 //! - [`gc`]: ownerReferences-driven deletion (background, foreground, orphan);
 //! - [`namespace`]: emptying a Terminating namespace and finalizing it;
+//! - [`statefulset`]: pods with stable names, hostnames and claims per ordinal, ordered or
+//!   parallel, rolling and on-delete updates through ControllerRevisions, claim retention;
 //! - [`persistentvolume`]: binding claims to volumes, both sides' phases, the hand-off to
 //!   provisioners and reclaim;
 //! - [`protection`]: the pvc-protection and pv-protection finalizers, removed once deleting
@@ -50,6 +52,7 @@ pub mod replicaset;
 pub mod resources;
 pub mod runtime;
 pub mod servicelb;
+pub mod statefulset;
 
 use std::future::Future;
 
@@ -77,6 +80,7 @@ async fn run_controllers(client: Client, stop: watch::Receiver<bool>) {
     tokio::join!(
         replicaset::run(client.clone(), stopped(stop.clone())),
         deployment::run(client.clone(), stopped(stop.clone())),
+        statefulset::run(client.clone(), stopped(stop.clone())),
         endpointslice::run(client.clone(), stopped(stop.clone())),
         endpoints::run(client.clone(), stopped(stop.clone())),
         servicelb::run(client.clone(), stopped(stop.clone())),

@@ -51,6 +51,9 @@ pub enum Error {
     /// No image is stored under this reference.
     #[error("image {0} not found")]
     NotFound(String),
+    /// `berth image pack` cannot make an image of this program.
+    #[error("cannot pack {program}: {reason}")]
+    Pack { program: PathBuf, reason: String },
     /// A JSON document (index, manifest, config, the store's own index) did not parse.
     #[error("{context}: {source}")]
     Json {

@@ -12,9 +12,11 @@
 //! - `archive`: the two archive formats, staged and digest-checked.
 //! - [`unpack`]: one layer into one directory, whiteouts, and the escape checks.
 //! - [`reference`]: image reference parsing and normalization.
+//! - [`pack`]: an image made from one program on this machine (`berth image pack`).
 //! - [`error`]: the crate's error type.
 
 pub mod error;
+pub mod pack;
 pub mod reference;
 pub mod store;
 pub mod unpack;

@@ -144,6 +144,17 @@ enum ImageCommand {
         /// The tarball.
         file: PathBuf,
     },
+    /// Make an image of one program on this machine: the program at /bin/<file name> as the
+    /// Entrypoint, with its ELF interpreter and the shared libraries its loader resolves.
+    Pack {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// The reference pods use, e.g. `adder:latest`.
+        #[arg(long)]
+        name: String,
+        /// The program (an ELF executable).
+        program: PathBuf,
+    },
     /// List the images.
     Ls {
         #[command(flatten)]
@@ -262,6 +273,18 @@ fn image(command: ImageCommand) -> anyhow::Result<()> {
                 for reference in &image.references {
                     println!("imported {reference} ({})", short_id(&image.record.id));
                 }
+            }
+        }
+        ImageCommand::Pack {
+            data_dir,
+            name,
+            program,
+        } => {
+            let store = image_store(&data_dir)?;
+            let image = berth_image::pack::pack(&store, &program, &name)
+                .with_context(|| format!("cannot make the image {name}"))?;
+            for reference in &image.references {
+                println!("packed {reference} ({})", short_id(&image.record.id));
             }
         }
         ImageCommand::Ls { data_dir } => {
