@@ -7,7 +7,9 @@
 //!   so a corrupt or slow total never takes a replica out of its Service.
 //!
 //! Errors are JSON `{"error": "...", "pod": "..."}`: 400 for a body that is not a number,
-//! 409 when the total would overflow, 500 when the store fails (a corrupt file says so).
+//! 409 when the total would overflow, 500 when the store fails (a corrupt file says so), 503
+//! when the database stayed unavailable for the whole retry budget (the message says whether
+//! the add was certainly not applied or might have been).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -66,7 +68,12 @@ fn total_response(app: &App, total: i64) -> Response<Full<Bytes>> {
 fn store_error(app: &App, e: &StoreError) -> Response<Full<Bytes>> {
     let status = match e {
         StoreError::Overflow { .. } => StatusCode::CONFLICT,
-        StoreError::Io { .. } | StoreError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        StoreError::Io { .. } | StoreError::Corrupt { .. } | StoreError::Database(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        StoreError::Unavailable { .. } | StoreError::Unknown { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     };
     error(app, status, e.to_string())
 }

@@ -7,18 +7,19 @@
 //!   and users see three different totals, and a total that goes down.
 //! - `file`: one file on a shared (ReadWriteMany) volume, each add under an exclusive
 //!   `flock`: every replica sees one total and no add is lost.
+//! - `db`: one row in PostgreSQL (a StatefulSet in the story), one transaction per add,
+//!   retried while the database restarts so users see a delay instead of an error.
 //!
-//! A `db` mode (PostgreSQL in a StatefulSet) is one more [`store::Store`] implementation and
-//! one more [`Mode`] variant; the HTTP layer does not change.
-//!
-//! Modules: [`store`] (the total), [`http`] (the routes). The binary (`src/main.rs`) reads
-//! the flags and serves.
+//! Modules: [`store`] (the total in memory or a file), [`db`] (the total in PostgreSQL),
+//! [`http`] (the routes). The binary (`src/main.rs`) reads the flags and serves.
 
+pub mod db;
 pub mod http;
 pub mod store;
 
 use std::path::PathBuf;
 
+pub use db::{DbStore, RetryPolicy};
 pub use store::{FileStore, MemoryStore, Store, StoreError};
 
 /// Where the total lives.
@@ -28,14 +29,32 @@ pub enum Mode {
     Memory,
     /// The total in the file at this path, shared by every process that opens it.
     File(PathBuf),
+    /// The total in the PostgreSQL database this connection string names
+    /// (`host=postgres-0.postgres user=adder dbname=adder`), retried for up to the
+    /// policy's budget while it is unavailable.
+    Db { url: String, retry: RetryPolicy },
 }
 
 impl Mode {
-    /// The store for this mode.
-    pub fn open(&self) -> Box<dyn Store> {
-        match self {
+    /// The store for this mode. Only a malformed database connection string fails here;
+    /// nothing is connected yet.
+    pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self {
             Mode::Memory => Box::new(MemoryStore::new()),
             Mode::File(path) => Box::new(FileStore::new(path)),
+            Mode::Db { url, retry } => Box::new(DbStore::new(url, *retry)?),
+        })
+    }
+
+    /// The mode for logs (a connection string may hold a password, so it is not shown).
+    pub fn describe(&self) -> String {
+        match self {
+            Mode::Memory => "memory".into(),
+            Mode::File(path) => format!("file {}", path.display()),
+            Mode::Db { url, retry } => match DbStore::new(url, *retry) {
+                Ok(store) => format!("db ({}, retries for {:?})", store.target(), retry.budget),
+                Err(e) => format!("db ({e})"),
+            },
         }
     }
 }

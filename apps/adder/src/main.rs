@@ -19,6 +19,8 @@ enum ModeFlag {
     Memory,
     /// A total in the file `--file`, shared by every replica that mounts it.
     File,
+    /// A total in the PostgreSQL database `--database-url`.
+    Db,
 }
 
 /// A tiny HTTP service that adds numbers to a running total.
@@ -31,6 +33,13 @@ struct Cli {
     /// The total's file in `file` mode.
     #[arg(long, env = "ADDER_FILE", default_value = DEFAULT_FILE)]
     file: PathBuf,
+    /// The database in `db` mode: a libpq-style connection string
+    /// (`host=postgres-0.postgres user=adder dbname=adder`) or a `postgresql://` URL.
+    #[arg(long, env = "ADDER_DATABASE_URL", required_if_eq("mode", "db"))]
+    database_url: Option<String>,
+    /// How long one request keeps retrying while the database is unavailable, in seconds.
+    #[arg(long, env = "ADDER_DATABASE_RETRY_SECONDS", default_value_t = 60)]
+    database_retry_seconds: u64,
     /// The address to listen on.
     #[arg(long, env = "ADDER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -41,6 +50,13 @@ fn main() -> anyhow::Result<()> {
     let mode = match cli.mode {
         ModeFlag::Memory => Mode::Memory,
         ModeFlag::File => Mode::File(cli.file),
+        ModeFlag::Db => Mode::Db {
+            url: cli.database_url.unwrap_or_default(),
+            retry: adder::RetryPolicy {
+                budget: std::time::Duration::from_secs(cli.database_retry_seconds),
+                ..Default::default()
+            },
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,8 +70,9 @@ async fn serve(listen: SocketAddr, mode: Mode) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let pod = adder::hostname();
-    println!("adder on {listen} as {pod}, mode {mode:?}");
-    let app = App::new(mode.open(), pod);
+    let store = mode.open().context("opening the store")?;
+    println!("adder on {listen} as {pod}, mode {}", mode.describe());
+    let app = App::new(store, pod);
     // As PID 1 in a container SIGTERM has no default action; without a handler every pod
     // deletion would wait out the whole grace period.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

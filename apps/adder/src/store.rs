@@ -1,4 +1,5 @@
-//! Where the running total lives: the [`Store`] trait and its two modes so far.
+//! Where the running total lives: the [`Store`] trait and its in-process and file modes
+//! (the database mode is [`crate::db::DbStore`]).
 //!
 //! - [`MemoryStore`]: a process-local total behind a mutex. Correct for one process; with
 //!   several replicas behind a Service each has its own total, which is the story's bug.
@@ -8,15 +9,16 @@
 //!   by the kernel and none is lost.
 //!
 //! The `db` mode (PostgreSQL, one transaction per add) is a third implementation of
-//! [`Store`]; nothing else has to change for it. The trait is synchronous on purpose: the
-//! file mode blocks in `flock` and `fsync`, and a blocking database client fits the same
-//! shape, so the HTTP layer runs every store call on tokio's blocking pool.
+//! [`Store`]. The trait is synchronous on purpose: the file mode blocks in `flock` and
+//! `fsync`, and the blocking database client fits the same shape, so the HTTP layer runs
+//! every store call on tokio's blocking pool.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use rustix::fs::{FlockOperation, flock};
 
@@ -39,6 +41,26 @@ pub enum StoreError {
     /// The new total does not fit in an i64.
     #[error("adding {amount} to {total} would overflow the total")]
     Overflow { total: i64, amount: i64 },
+    /// The database answered with an error that retrying cannot change (a missing database
+    /// or role, a bad connection string).
+    #[error("database: {0}")]
+    Database(String),
+    /// The database stayed unreachable for the whole retry budget. The add was certainly
+    /// not applied.
+    #[error(
+        "the database is unavailable (gave up after {attempts} attempts in {waited:.1?}; the add was not applied): {message}"
+    )]
+    Unavailable {
+        attempts: u32,
+        waited: Duration,
+        message: String,
+    },
+    /// The add's COMMIT was sent but its outcome could not be learned before giving up: it
+    /// may or may not be in the total.
+    #[error(
+        "the database went away while committing and did not come back within {waited:.1?}; the add may or may not have been applied: {message}"
+    )]
+    Unknown { waited: Duration, message: String },
 }
 
 /// The running total. Implementations must make `add` atomic with respect to every other

@@ -32,7 +32,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{TryStreamExt, future};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -302,7 +302,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Requeue, 
         collision_count,
         now: Timestamp::now(),
     };
-    let plan = plan::plan(&observed)?;
+    let mut plan = plan::plan(&observed)?;
 
     let satisfied = ctx.expectations.satisfied(
         &uid,
@@ -329,7 +329,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Requeue, 
             pods: &pod_api,
             claims: &claim_api,
         };
-        writer.apply(plan.actions).await
+        writer.apply(plan.take_batches()).await
     } else {
         Ok(())
     };
@@ -388,7 +388,8 @@ async fn create_revision(
     )))
 }
 
-/// Carries out a plan's actions in order; the first failure ends it.
+/// Carries out a plan's batches one after another, the sequences of a batch concurrently;
+/// a batch with a failure ends it (upstream's `slowStartBatch`), with its first error.
 struct Writer<'a> {
     ctx: &'a Context,
     set: &'a StatefulSet,
@@ -414,39 +415,55 @@ impl Writer<'_> {
             .await;
     }
 
-    async fn apply(&self, actions: Vec<Action>) -> Result<(), Error> {
+    async fn apply(&self, batches: plan::Batches) -> Result<(), Error> {
+        for batch in batches {
+            let results = future::join_all(batch.into_iter().map(|s| self.run(s))).await;
+            if let Some(error) = results.into_iter().find_map(Result::err) {
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// One sequence, in order; the first failure ends it.
+    async fn run(&self, actions: Vec<Action>) -> Result<(), Error> {
         for action in actions {
-            match action {
-                Action::CreatePod { pod, claims } => {
-                    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                    self.create_claims(&pod_name, &claims).await?;
-                    self.create_pod(&pod).await?;
+            self.apply_one(action).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_one(&self, action: Action) -> Result<(), Error> {
+        match action {
+            Action::CreatePod { pod, claims } => {
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                self.create_claims(&pod_name, &claims).await?;
+                self.create_pod(&pod).await?;
+            }
+            Action::CreateClaims { pod, claims } => self.create_claims(&pod, &claims).await?,
+            Action::DeletePod { name, uid, why } => self.delete_pod(&name, &uid, why).await?,
+            Action::LabelPod { name, uid, labels } => {
+                let patch = json!({"metadata": {"labels": labels, "uid": uid}});
+                match self
+                    .pods
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
                 }
-                Action::CreateClaims { pod, claims } => self.create_claims(&pod, &claims).await?,
-                Action::DeletePod { name, uid, why } => self.delete_pod(&name, &uid, why).await?,
-                Action::LabelPod { name, uid, labels } => {
-                    let patch = json!({"metadata": {"labels": labels, "uid": uid}});
-                    match self
-                        .pods
-                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Action::SetClaimOwners { claim } => {
-                    let name = claim.metadata.name.clone().unwrap_or_default();
-                    match self
-                        .claims
-                        .replace(&name, &PostParams::default(), &claim)
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
+            }
+            Action::SetClaimOwners { claim } => {
+                let name = claim.metadata.name.clone().unwrap_or_default();
+                match self
+                    .claims
+                    .replace(&name, &PostParams::default(), &claim)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
         }

@@ -3,7 +3,9 @@
 //! replicas keeping the total in memory (examples/adder/1-memory.yaml) give users totals that
 //! disagree and go down; the same replicas sharing one locked file on a ReadWriteMany volume
 //! (examples/adder/2-shared-volume.yaml, applied over stage 1) give every user one total that
-//! only grows and counts every add.
+//! only grows and counts every add; stage 3 (examples/adder/3-database.yaml) moves the total
+//! into PostgreSQL run as a StatefulSet, and deleting its pod costs users a delay, never a
+//! lost or doubled add.
 //!
 //! The adder binary comes from `cargo build -p adder` run by the test itself (see
 //! [`adder_binary`]); the manifests are the examples' files, with only the load balancer port
@@ -155,6 +157,17 @@ struct Reply {
 /// A connection that is refused is retried, since nothing was sent; anything after the
 /// request went out is an error, because the add may have happened.
 fn request(address: SocketAddr, method: &str, path: &str, body: &str) -> Result<Reply, String> {
+    request_within(address, method, path, body, Duration::from_secs(10))
+}
+
+/// [`request`], waiting up to `timeout` for the answer.
+fn request_within(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<Reply, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut stream = loop {
         match TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
@@ -168,9 +181,7 @@ fn request(address: SocketAddr, method: &str, path: &str, body: &str) -> Result<
         body.len()
     );
     let io = |e: std::io::Error| format!("{method} {path}: {e}");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.write_all(text.as_bytes()).map_err(io)?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(io)?;
@@ -365,9 +376,25 @@ fn the_adder_story_memory_disagrees_and_a_shared_locked_file_agrees() {
     let before = wait_balanced(address, &pods);
     assert!(before.values().all(|&t| t == 0), "a fresh file: {before:?}");
     let clients = run_clients(address, CLIENTS, ADDS);
+    let n = assert_one_growing_total(&clients, &pods, 0);
+    // Every total distinct: with 100 adds of 1, exactly 1..=100, each returned once.
+    assert_eq!(n, (CLIENTS * ADDS) as i64);
+    eprintln!("stage 2 (shared file): totals 1..={n}, each once");
+    let after = wait_balanced(address, &pods);
+    assert!(
+        after.values().all(|&t| t == n),
+        "every replica says {n}: {after:?}"
+    );
+}
+
+/// Checks what `clients` saw after adding 1 each time to a total that was `start`: every
+/// total distinct and exactly `start+1..=start+n`, each client's growing, and more than one
+/// replica answering; returns `n`.
+#[track_caller]
+fn assert_one_growing_total(clients: &[Vec<Reply>], pods: &BTreeSet<String>, start: i64) -> i64 {
     let mut all: Vec<i64> = Vec::new();
     let mut answered = BTreeSet::new();
-    for replies in &clients {
+    for replies in clients {
         let totals: Vec<i64> = replies.iter().map(|r| r.total).collect();
         assert!(
             totals.windows(2).all(|w| w[0] < w[1]),
@@ -376,19 +403,252 @@ fn the_adder_story_memory_disagrees_and_a_shared_locked_file_agrees() {
         all.extend(&totals);
         answered.extend(replies.iter().map(|r| r.pod.clone()));
     }
-    assert!(answered.is_subset(&pods), "{answered:?} of {pods:?}");
+    assert!(answered.is_subset(pods), "{answered:?} of {pods:?}");
     assert!(
         answered.len() > 1,
         "the adds went through several replicas: {answered:?}"
     );
     all.sort_unstable();
-    let n = (CLIENTS * ADDS) as i64;
-    // Every total distinct: with 100 adds of 1, exactly 1..=100, each returned once.
-    assert_eq!(all, (1..=n).collect::<Vec<_>>());
-    eprintln!("stage 2 (shared file): totals 1..={n}, each once, through {answered:?}");
-    let after = wait_balanced(address, &pods);
+    let n = all.len() as i64;
+    assert_eq!(all, (start + 1..=start + n).collect::<Vec<_>>());
+    n
+}
+
+/// postgres-0 as kubectl shows it: uid, pod IP, and whether it is ready and not deleting.
+fn postgres_pod(kubectl: &Kubectl) -> Option<(String, String, bool)> {
+    let run = kubectl.run(&[
+        "get",
+        "pod",
+        "postgres-0",
+        "-o",
+        r#"jsonpath={.metadata.uid} {.status.podIP} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}"#,
+    ]);
+    if run.code != 0 {
+        return None;
+    }
+    let parts: Vec<&str> = run.stdout.split_whitespace().collect();
+    match parts.as_slice() {
+        [uid, ip, ready] => Some((uid.to_string(), ip.to_string(), *ready == "True")),
+        [uid, ..] => Some((uid.to_string(), String::new(), false)),
+        [] => None,
+    }
+}
+
+/// Waits until postgres-0 is ready and is not the pod `not_uid`; returns its uid and IP.
+fn wait_postgres(kubectl: &Kubectl, not_uid: Option<&str>) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some((uid, ip, true)) = postgres_pod(kubectl)
+            && Some(uid.as_str()) != not_uid
+        {
+            return (uid, ip);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "postgres-0 ready: {:?}\n{}\n{}",
+            postgres_pod(kubectl),
+            kubectl.run(&["describe", "pod", "postgres-0"]).stdout,
+            kubectl.run(&["logs", "postgres-0"]).stdout
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The claim postgres-0 uses: `<phase> <class> <volume>`.
+fn postgres_claim(kubectl: &Kubectl) -> String {
+    let claim = kubectl.ok(&[
+        "get",
+        "pod",
+        "postgres-0",
+        "-o",
+        "jsonpath={.spec.volumes[?(@.name==\"data\")].persistentVolumeClaim.claimName}",
+    ]);
+    assert_eq!(claim.trim(), "data-postgres-0");
+    kubectl
+        .ok(&[
+            "get",
+            "pvc",
+            "data-postgres-0",
+            "-o",
+            "jsonpath={.status.phase} {.spec.storageClassName} {.spec.volumeName}",
+        ])
+        .trim()
+        .to_string()
+}
+
+/// Waits until postgres-0's stable DNS name (the short one, through the search path, as the
+/// adders use it) resolves to `ip` inside the pod.
+fn wait_dns(kubectl: &Kubectl, ip: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = kubectl.run(&[
+            "exec",
+            "postgres-0",
+            "--",
+            "getent",
+            "hosts",
+            "postgres-0.postgres",
+        ]);
+        let answer = run
+            .stdout
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if answer == ip {
+            assert!(
+                run.stdout
+                    .contains("postgres-0.postgres.default.svc.cluster.local"),
+                "{run:?}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "postgres-0.postgres resolves to {ip}: {run:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The total as PostgreSQL itself has it, through psql in postgres-0.
+fn total_in_postgres(kubectl: &Kubectl) -> i64 {
+    let out = kubectl.ok(&[
+        "exec",
+        "postgres-0",
+        "--",
+        "sh",
+        "-c",
+        r#"exec "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/psql" -X -At -h /tmp/postgresql -U postgres -d adder -c 'SELECT value FROM total'"#,
+    ]);
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("psql said {out:?}"))
+}
+
+/// One add sent while the database may be away: the reply, or the error, and how long it took.
+struct OutageAdd {
+    result: Result<i64, String>,
+    took: Duration,
+}
+
+#[test]
+fn the_adder_story_database_in_a_stateful_set_survives_its_pod_restarting() {
+    let berth = Berth::start();
+    let kubectl = berth.kubectl();
+    pack(&berth, &adder_binary(), "adder:latest");
+    let port = common::free_port();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+
+    // Stage 3: PostgreSQL in a StatefulSet, the adders in db mode.
+    kubectl.apply(&stage("3-database.yaml", port));
+    let (uid, ip) = wait_postgres(&kubectl, None);
+    let claim = postgres_claim(&kubectl);
+    assert!(claim.starts_with("Bound local-path pvc-"), "{claim}");
+    wait_dns(&kubectl, &ip);
+    let pods = wait_three_ready(&kubectl);
+    let before = wait_balanced(address, &pods);
     assert!(
-        after.values().all(|&t| t == n),
-        "every replica says {n}: {after:?}"
+        before.values().all(|&t| t == 0),
+        "a fresh database: {before:?}"
+    );
+    let clients = run_clients(address, CLIENTS, ADDS);
+    let n = assert_one_growing_total(&clients, &pods, 0);
+    assert_eq!(n, (CLIENTS * ADDS) as i64);
+    assert_eq!(total_in_postgres(&kubectl), n);
+    eprintln!("stage 3 (database): totals 1..={n}, each once; postgres-0 is {uid} at {ip}");
+
+    // Delete the database's pod while users keep adding.
+    let total_before = request(address, "GET", "/total", "").expect("total").total;
+    assert_eq!(total_before, n);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outage_clients: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut adds = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let result =
+                        request_within(address, "POST", "/add", "1", Duration::from_secs(90))
+                            .map(|r| r.total);
+                    adds.push(OutageAdd {
+                        result,
+                        took: sent.elapsed(),
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                adds
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let deleted = Instant::now();
+    kubectl.ok(&["delete", "pod", "postgres-0", "--wait=false"]);
+    let (new_uid, new_ip) = wait_postgres(&kubectl, Some(&uid));
+    let back_after = deleted.elapsed();
+    // Same name (it is postgres-0 by construction), a new pod, the same claim and volume.
+    assert_ne!(new_uid, uid);
+    assert_eq!(postgres_claim(&kubectl), claim, "the same claim and volume");
+    wait_dns(&kubectl, &new_ip);
+    // Let the users' adds run on the new pod for a moment, then stop them.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outage: Vec<Vec<OutageAdd>> = outage_clients
+        .into_iter()
+        .map(|t| t.join().expect("outage client"))
+        .collect();
+
+    let mut succeeded: Vec<i64> = Vec::new();
+    let mut failed = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for adds in &outage {
+        let totals: Vec<i64> = adds.iter().filter_map(|a| a.result.clone().ok()).collect();
+        assert!(
+            totals.windows(2).all(|w| w[0] < w[1]),
+            "a client's totals only grow across the restart: {totals:?}"
+        );
+        succeeded.extend(&totals);
+        for a in adds {
+            slowest = slowest.max(a.took);
+            if let Err(e) = &a.result {
+                failed.push(e.clone());
+            }
+        }
+    }
+    succeeded.sort_unstable();
+    let s = succeeded.len() as i64;
+    let unknown = failed
+        .iter()
+        .filter(|e| e.contains("may or may not"))
+        .count() as i64;
+    eprintln!(
+        "postgres-0 back as {new_uid} at {new_ip} after {back_after:?}; {s} adds succeeded during \
+         and after it (slowest {slowest:?}), {} failed: {failed:?}",
+        failed.len()
+    );
+    // Every add that succeeded got a total of its own, right after the ones before it.
+    assert_eq!(succeeded, (n + 1..=n + s).collect::<Vec<_>>());
+    // A failure is a clean 503 saying so, never a wrong total.
+    assert!(
+        failed.iter().all(|e| e.contains("503")),
+        "failures during the outage are clean 503s: {failed:?}"
+    );
+    assert!(
+        slowest > Duration::from_millis(200),
+        "some add waited for the database: slowest {slowest:?}"
+    );
+    // The total survived the pod: what it was before the deletion plus exactly the adds
+    // that succeeded (an add whose outcome was reported unknown may be in it).
+    let after = request(address, "GET", "/total", "").expect("total").total;
+    assert!(
+        (total_before + s..=total_before + s + unknown).contains(&after),
+        "before {total_before}, {s} adds succeeded, {unknown} unknown, now {after}"
+    );
+    assert_eq!(total_in_postgres(&kubectl), after);
+    let replicas = wait_balanced(address, &pods);
+    assert!(
+        replicas.values().all(|&t| t == after),
+        "every replica says {after}: {replicas:?}"
     );
 }

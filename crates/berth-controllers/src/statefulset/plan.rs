@@ -21,6 +21,12 @@
 //! 4. OnDelete stops here. RollingUpdate deletes pods not at the update revision from the
 //!    highest ordinal down to `partition`, at most `maxUnavailable` unhealthy replicas at a
 //!    time; the replacement is created at the update revision by step 2.
+//!
+//! How the writes are carried out ([`Plan::batches`]): OrderedReady one after another, in
+//! the order listed; Parallel as upstream's `runForAll` does with `slowStartBatch`: the pods
+//! of one stage (replicas, condemned claims, scale-down, update) concurrently, in batches of
+//! 1, 2, 4, … that each start once the one before has finished without a failure, each pod's
+//! own writes in order (its claims before it), and the stages one after another.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -96,10 +102,40 @@ pub enum Action {
     },
 }
 
+/// The part of the pass an action comes from: stages run one after another, and under
+/// Parallel the pods of one stage concurrently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Replica slots: replace, create or fix each pod (rule 2).
+    Replicas,
+    /// The claims of condemned pods get the owners the retention policy asks for.
+    CondemnedClaims,
+    /// Condemned pods are deleted (rule 3).
+    ScaleDown,
+    /// Pods not at the update revision are deleted (rule 4).
+    Update,
+}
+
+/// Whom an action is for: its stage and the pod it concerns. The actions of one unit make
+/// one sequence of writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub stage: Stage,
+    pub pod: String,
+}
+
+/// Writes to carry out: batches one after another, the sequences of one batch concurrently,
+/// the actions of one sequence in order.
+pub type Batches = Vec<Vec<Vec<Action>>>;
+
 /// The plan of one reconcile.
 #[derive(Debug)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    /// Per action (as many as `actions`): its stage and pod.
+    pub units: Vec<Unit>,
+    /// OrderedReady: the actions run one after another ([`Plan::batches`]).
+    pub monotonic: bool,
     pub status: StatefulSetStatus,
     /// When a pod becomes available (minReadySeconds), nothing else wakes the set.
     pub requeue_after: Option<Duration>,
@@ -187,7 +223,9 @@ struct Planner<'a> {
     o: &'a Observed<'a>,
     policy: Policy,
     monotonic: bool,
+    stage: Stage,
     actions: Vec<Action>,
+    units: Vec<Unit>,
     waiting: Option<String>,
 }
 
@@ -197,7 +235,9 @@ pub fn plan(o: &Observed<'_>) -> Result<Plan, Error> {
         o,
         policy: Policy::of(o.set),
         monotonic: monotonic(o.set),
+        stage: Stage::Replicas,
         actions: Vec::new(),
+        units: Vec::new(),
         waiting: None,
     };
     planner.run()?;
@@ -205,6 +245,8 @@ pub fn plan(o: &Observed<'_>) -> Result<Plan, Error> {
     complete_rolling_update(o.set, &mut status);
     Ok(Plan {
         actions: planner.actions,
+        units: planner.units,
+        monotonic: planner.monotonic,
         status,
         requeue_after: requeue_after(o),
         waiting: planner.waiting,
@@ -269,9 +311,11 @@ impl<'a> Planner<'a> {
             }
         }
 
+        self.stage = Stage::CondemnedClaims;
         for pod in &condemned {
             self.fix_claims(pod, false)?;
         }
+        self.stage = Stage::ScaleDown;
         for pod in &condemned {
             let stop = self.condemned(pod, first_unhealthy);
             if stop && self.monotonic {
@@ -293,6 +337,7 @@ impl<'a> Planner<'a> {
             ));
             return Ok(());
         }
+        self.stage = Stage::Update;
         let update_min = usize::try_from(partition(set).unwrap_or(0)).unwrap_or(0);
         let mut budget = max_unavailable - unavailable;
         for slot in replicas.iter().skip(update_min).rev() {
@@ -314,13 +359,23 @@ impl<'a> Planner<'a> {
         self.waiting.get_or_insert(why);
     }
 
+    /// Lists `action`, for `pod` in the current stage.
+    fn push(&mut self, pod: &str, action: Action) {
+        self.actions.push(action);
+        self.units.push(Unit {
+            stage: self.stage,
+            pod: pod.to_string(),
+        });
+    }
+
     fn delete(&mut self, pod: &Pod, why: Why) {
         if let (Some(name), Some(uid)) = (&pod.metadata.name, &pod.metadata.uid) {
-            self.actions.push(Action::DeletePod {
+            let action = Action::DeletePod {
                 name: name.clone(),
                 uid: uid.clone(),
                 why,
-            });
+            };
+            self.push(name, action);
         }
     }
 
@@ -339,10 +394,11 @@ impl<'a> Planner<'a> {
         {
             let missing = self.missing_claims(ordinal)?;
             if !missing.is_empty() {
-                self.actions.push(Action::CreateClaims {
+                let action = Action::CreateClaims {
                     pod: name.clone(),
                     claims: missing,
-                });
+                };
+                self.push(&name, action);
             }
         }
         if self.monotonic && terminating(pod) {
@@ -361,11 +417,12 @@ impl<'a> Planner<'a> {
         if !labels.is_empty()
             && let Some(uid) = &pod.metadata.uid
         {
-            self.actions.push(Action::LabelPod {
-                name,
+            let action = Action::LabelPod {
+                name: name.clone(),
                 uid: uid.clone(),
                 labels,
-            });
+            };
+            self.push(&name, action);
         }
         if !terminating(pod) {
             self.fix_claims(pod, true)?;
@@ -416,10 +473,13 @@ impl<'a> Planner<'a> {
         let revision = self.revision_for(ordinal);
         let pod = identity::new_pod(set, revision.template, ordinal, revision.name)?;
         let claims = self.missing_claims(ordinal)?;
-        self.actions.push(Action::CreatePod {
-            pod: Box::new(pod),
-            claims,
-        });
+        self.push(
+            &name,
+            Action::CreatePod {
+                pod: Box::new(pod),
+                claims,
+            },
+        );
         self.wait(format!("pod {name} was just created"));
         Ok(true)
     }
@@ -474,9 +534,13 @@ impl<'a> Planner<'a> {
             {
                 let mut fixed = (*existing).clone();
                 fixed.metadata.owner_references = Some(owners);
-                self.actions.push(Action::SetClaimOwners {
-                    claim: Box::new(fixed),
-                });
+                let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+                self.push(
+                    pod_name,
+                    Action::SetClaimOwners {
+                        claim: Box::new(fixed),
+                    },
+                );
             }
         }
         Ok(())
@@ -506,6 +570,59 @@ impl<'a> Planner<'a> {
         self.delete(pod, Why::ScaleDown);
         true
     }
+}
+
+impl Plan {
+    /// Takes the actions out of the plan in the batches the writer carries them out in.
+    pub fn take_batches(&mut self) -> Batches {
+        batches(
+            std::mem::take(&mut self.actions),
+            std::mem::take(&mut self.units),
+            self.monotonic,
+        )
+    }
+}
+
+/// The writes in order (upstream's `runForAll`). Monotonic: one batch of one sequence, every
+/// action in the order listed, so the first failure stops the rest. Otherwise the listed
+/// actions of one pod in one stage make a sequence, and each stage's sequences go in
+/// slow-start batches (1, 2, 4, …, upstream's `slowStartBatch`); a batch never spans two
+/// stages, so a stage starts only once the one before it has gone through.
+pub fn batches(actions: Vec<Action>, units: Vec<Unit>, monotonic: bool) -> Batches {
+    if actions.is_empty() {
+        return Vec::new();
+    }
+    if monotonic {
+        return vec![vec![actions]];
+    }
+    // (stage, sequences) in the order listed; consecutive actions of one unit join.
+    type Sequences = Vec<(String, Vec<Action>)>;
+    let mut stages: Vec<(Stage, Sequences)> = Vec::new();
+    for (action, unit) in actions.into_iter().zip(units) {
+        if stages.last().is_none_or(|(stage, _)| *stage != unit.stage) {
+            stages.push((unit.stage, Vec::new()));
+        }
+        let Some((_, sequences)) = stages.last_mut() else {
+            continue;
+        };
+        match sequences.last_mut() {
+            Some((pod, sequence)) if *pod == unit.pod => sequence.push(action),
+            _ => sequences.push((unit.pod, vec![action])),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, sequences) in stages {
+        let mut sequences = sequences.into_iter().map(|(_, s)| s);
+        for size in slow_start(sequences.len()) {
+            out.push(sequences.by_ref().take(size).collect());
+        }
+    }
+    out
+}
+
+/// Batch sizes 1, 2, 4, … adding up to `count`.
+fn slow_start(count: usize) -> Vec<usize> {
+    crate::replicaset::decide::slow_start(count)
 }
 
 /// The counts of the observed pods (upstream's `computeReplicaStatus`), the revisions and the
@@ -575,3 +692,189 @@ fn requeue_after(o: &Observed<'_>) -> Option<Duration> {
 #[cfg(test)]
 #[path = "plan/tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod batch_tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+
+    use super::super::testing::*;
+    use super::*;
+
+    fn parallel(mut set: StatefulSet) -> StatefulSet {
+        set.spec.as_mut().expect("spec").pod_management_policy = Some("Parallel".into());
+        set
+    }
+
+    fn plan_of(set: &StatefulSet, pods: &[Pod]) -> Plan {
+        let pods: Vec<&Pod> = pods.iter().collect();
+        let claims: BTreeMap<String, &PersistentVolumeClaim> = BTreeMap::new();
+        let template = set.spec.as_ref().expect("spec").template.clone();
+        let revision = Revision {
+            name: V1,
+            template: &template,
+        };
+        plan(&Observed {
+            set,
+            pods: &pods,
+            claims: &claims,
+            current: revision,
+            update: revision,
+            collision_count: 0,
+            now: t(100),
+        })
+        .expect("plan")
+    }
+
+    /// Each batch as the pods its sequences are for, a sequence as "<verb> <pod>, …".
+    fn shape(batches: &Batches) -> Vec<Vec<String>> {
+        let word = |a: &Action| match a {
+            Action::CreatePod { pod, .. } => {
+                format!("create {}", pod.metadata.name.as_deref().unwrap_or(""))
+            }
+            Action::CreateClaims { pod, .. } => format!("claims {pod}"),
+            Action::DeletePod { name, .. } => format!("delete {name}"),
+            Action::LabelPod { name, .. } => format!("label {name}"),
+            Action::SetClaimOwners { claim } => {
+                format!("own {}", claim.metadata.name.as_deref().unwrap_or(""))
+            }
+        };
+        batches
+            .iter()
+            .map(|batch| {
+                batch
+                    .iter()
+                    .map(|s| s.iter().map(word).collect::<Vec<_>>().join(", "))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parallel_creates_in_slow_start_batches() {
+        let set = parallel(stateful_set(10));
+        let mut plan = plan_of(&set, &[]);
+        let batches = plan.take_batches();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 2, 4, 3]);
+        assert_eq!(shape(&batches)[0], ["create web-0"]);
+        assert_eq!(shape(&batches)[1], ["create web-1", "create web-2"]);
+        assert_eq!(
+            shape(&batches)[3],
+            ["create web-7", "create web-8", "create web-9"]
+        );
+        assert!(plan.actions.is_empty() && plan.units.is_empty(), "taken");
+    }
+
+    #[test]
+    fn a_hundred_parallel_creates_take_seven_batches() {
+        let set = parallel(stateful_set(100));
+        let batches = plan_of(&set, &[]).take_batches();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 37]);
+        assert!(batches.iter().flatten().all(|s| s.len() == 1));
+    }
+
+    #[test]
+    fn ordered_ready_writes_one_after_another() {
+        let set = stateful_set(3);
+        // web-0 Ready but missing an identity label, web-1 to create: one sequence, in order.
+        let mut first = ready(pod(&set, 0));
+        if let Some(labels) = first.metadata.labels.as_mut() {
+            labels.remove(identity::POD_NAME_LABEL);
+        }
+        let batches = plan_of(&set, &[first]).take_batches();
+        assert_eq!(
+            shape(&batches),
+            [vec!["label web-0, create web-1".to_string()]]
+        );
+    }
+
+    #[test]
+    fn parallel_scale_down_deletes_in_batches_from_the_highest_ordinal() {
+        let set = parallel(stateful_set(1));
+        let pods: Vec<Pod> = (0..8).map(|i| ready(pod(&set, i))).collect();
+        let batches = plan_of(&set, &pods).take_batches();
+        assert_eq!(
+            shape(&batches),
+            [
+                vec!["delete web-7"],
+                vec!["delete web-6", "delete web-5"],
+                vec![
+                    "delete web-4",
+                    "delete web-3",
+                    "delete web-2",
+                    "delete web-1"
+                ],
+            ]
+        );
+    }
+
+    #[test]
+    fn stages_never_share_a_batch() {
+        // web-1 and web-2 to create, web-3 and web-4 condemned.
+        let set = parallel(stateful_set(3));
+        let pods = vec![
+            ready(pod(&set, 0)),
+            ready(pod(&set, 3)),
+            ready(pod(&set, 4)),
+        ];
+        let batches = plan_of(&set, &pods).take_batches();
+        assert_eq!(
+            shape(&batches),
+            [
+                vec!["create web-1"],
+                vec!["create web-2"],
+                vec!["delete web-4"],
+                vec!["delete web-3"],
+            ]
+        );
+    }
+
+    #[test]
+    fn one_pods_actions_in_a_stage_make_one_sequence() {
+        let unit = |stage, pod: &str| Unit {
+            stage,
+            pod: pod.to_string(),
+        };
+        let delete = |name: &str| Action::DeletePod {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            why: Why::Failed,
+        };
+        let label = |name: &str| Action::LabelPod {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            labels: BTreeMap::new(),
+        };
+        let actions = vec![
+            label("a"),
+            delete("a"),
+            label("b"),
+            delete("b"),
+            delete("c"),
+        ];
+        let units = vec![
+            unit(Stage::Replicas, "a"),
+            unit(Stage::Replicas, "a"),
+            unit(Stage::Replicas, "b"),
+            unit(Stage::Update, "b"),
+            unit(Stage::Update, "c"),
+        ];
+        let parallel = batches(actions.clone(), units.clone(), false);
+        assert_eq!(
+            shape(&parallel),
+            [
+                vec!["label a, delete a"],
+                vec!["label b"],
+                vec!["delete b"],
+                vec!["delete c"],
+            ]
+        );
+        let ordered = batches(actions.clone(), units, true);
+        assert_eq!(ordered, vec![vec![actions]]);
+        assert!(batches(Vec::new(), Vec::new(), false).is_empty());
+    }
+}
