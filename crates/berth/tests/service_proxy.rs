@@ -107,15 +107,8 @@ fn ready_pods(kubectl: &Kubectl, app: &str) -> BTreeSet<String> {
 
 /// Polls until `check` holds; if it never does, fails with what its last attempt said.
 #[track_caller]
-fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + T;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually(what: &str, check: impl FnMut() -> Result<(), String>) {
+    common::eventually(what, T, check)
 }
 
 /// `Ok` if `holds`, else `Err(describe())`.

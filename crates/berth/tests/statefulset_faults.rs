@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Kubectl;
+use common::{Kubectl, eventually};
 use podkit::start;
 use serde_json::Value;
 
@@ -144,19 +144,6 @@ fn events(kubectl: &Kubectl) -> String {
     kubectl
         .run(&["get", "events", "--sort-by=.lastTimestamp"])
         .stdout
-}
-
-/// Polls `check` until it holds; panics with its last complaint after `timeout`.
-#[track_caller]
-fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Waits until exactly `names` are labelled app=`app`, all Running, Ready and not

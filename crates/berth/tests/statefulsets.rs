@@ -11,7 +11,7 @@ mod podkit;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::Kubectl;
+use common::{Kubectl, eventually};
 use podkit::start;
 use serde_json::Value;
 
@@ -121,19 +121,6 @@ fn pods(kubectl: &Kubectl, app: &str) -> BTreeMap<String, Value> {
         .into_iter()
         .map(|p| (name_of(&p), p))
         .collect()
-}
-
-/// Polls `check` until it holds; panics with its last complaint after `timeout`.
-#[track_caller]
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// Waits until exactly `names` run Running and Ready (and nothing else is labelled app=`app`).
@@ -255,29 +242,60 @@ fn dns_names_resolve(kubectl: &Kubectl, pods: &BTreeMap<String, Value>) {
 fn statefulset_basics_identity_storage_ordering_recreation_and_scaling() {
     let (_berth, kubectl) = start();
     kubectl.apply(SERVICE);
+    // Ordered creation, from a watch (every change, none missed between samples): web-1 may
+    // appear only after web-0 was seen Running and Ready.
+    let mut watch = kubectl
+        .command(&[
+            "get",
+            "pods",
+            "-l",
+            "app=nginx",
+            "-w",
+            "-o",
+            "json",
+            "--output-watch-events",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    std::thread::sleep(Duration::from_millis(500));
     kubectl.apply(&stateful_set("web", "nginx", 2, "v1", true, "", ""));
-
-    // Ordered creation: sample until both are Ready; web-1 may exist only once web-0 is
-    // Running and Ready.
-    let mut saw_web0_alone = false;
     eventually("web-0 then web-1 Running and Ready", WAIT, || {
         let now = pods(&kubectl, "nginx");
-        if let Some(web1) = now.get("web-1") {
-            let web0 = now.get("web-0").ok_or("web-1 exists without web-0")?;
-            assert!(
-                is_ready(web0),
-                "web-1 was created while web-0 is not Ready: {:#}",
-                web0["status"]
-            );
-            if is_ready(web1) {
-                return Ok(());
-            }
-        } else if now.contains_key("web-0") {
-            saw_web0_alone = true;
+        let both = ["web-0", "web-1"]
+            .iter()
+            .all(|n| now.get(*n).is_some_and(is_ready));
+        if both {
+            Ok(())
+        } else {
+            Err(format!("pods {:?}", now.keys().collect::<Vec<_>>()))
         }
-        Err(format!("pods {:?}", now.keys().collect::<Vec<_>>()))
     });
-    assert!(saw_web0_alone, "web-0 ran alone before web-1 was made");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = watch.kill();
+    let output = watch.wait_with_output().expect("the watch's output");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let events: Vec<Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .filter_map(Result::ok)
+        .collect();
+    let web0_ready = events
+        .iter()
+        .position(|e| e["object"]["metadata"]["name"] == "web-0" && is_ready(&e["object"]));
+    let web1_seen = events
+        .iter()
+        .position(|e| e["object"]["metadata"]["name"] == "web-1");
+    match (web0_ready, web1_seen) {
+        (Some(ready), Some(seen)) => assert!(
+            ready < seen,
+            "web-1 appeared (event {seen}) before web-0 was Ready (event {ready})"
+        ),
+        other => panic!(
+            "the watch missed the pods: {other:?} in {} events",
+            events.len()
+        ),
+    }
     let first = pods(&kubectl, "nginx");
     let ready_at = first["web-0"]["status"]["conditions"]
         .as_array()

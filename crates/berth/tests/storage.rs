@@ -9,21 +9,14 @@ mod common;
 mod podkit;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Berth, Kubectl};
 use podkit::*;
 
 #[track_caller]
-fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + T;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually(what: &str, check: impl FnMut() -> Result<(), String>) {
+    common::eventually(what, T, check)
 }
 
 fn claim(name: &str, class: Option<&str>, mode: &str, size: &str) -> String {

@@ -34,18 +34,8 @@ fn start() -> (Berth, Kubectl) {
 
 /// Polls `check` until it returns `Ok`; panics with `what` and the last error after [`WAIT`].
 #[track_caller]
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what} (waited {WAIT:?}); last seen: {last}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    common::eventually(what, WAIT, check)
 }
 
 fn get(kubectl: &Kubectl, what: &[&str], path: &str) -> String {

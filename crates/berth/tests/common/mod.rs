@@ -605,3 +605,24 @@ impl WatchLines {
         }
     }
 }
+
+/// Polls `check` every 200 ms until it gives a value; past `timeout`, fails with what its
+/// last attempt said.
+#[track_caller]
+pub fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what} (waited {timeout:?}); last seen: {last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
