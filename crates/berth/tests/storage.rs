@@ -19,35 +19,6 @@ fn eventually(what: &str, check: impl FnMut() -> Result<(), String>) {
     common::eventually(what, T, check)
 }
 
-fn claim(name: &str, class: Option<&str>, mode: &str, size: &str) -> String {
-    let class = class.map_or(String::new(), |c| format!("  storageClassName: {c}\n"));
-    format!(
-        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n{class}  accessModes: [{mode}]\n  resources: {{requests: {{storage: {size}}}}}\n"
-    )
-}
-
-/// A pod mounting `claim` at /data and running `script` (then sleeping, so it stays Running).
-fn pod(name: &str, claim: &str, script: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox:test
-    command: ["sh", "-c", {script:?}]
-    volumeMounts: [{{name: data, mountPath: /data}}]
-  volumes:
-  - name: data
-    persistentVolumeClaim: {{claimName: {claim}}}
-"#,
-        script = format!("{script}; exec sleep 3600")
-    )
-}
-
 fn get(kubectl: &Kubectl, what: &[&str], path: &str) -> String {
     let mut args = vec!["get"];
     args.extend_from_slice(what);
@@ -92,7 +63,7 @@ fn delete_and_wait_gone(kubectl: &Kubectl, what: &[&str]) {
 #[test]
 fn the_default_class_provisions_for_the_first_consumer_and_the_data_outlives_pods_and_restarts() {
     let (mut berth, kubectl) = start();
-    kubectl.apply(&claim("data", None, "ReadWriteOnce", "64Mi"));
+    kubectl.apply(&claim_manifest("data", None, "ReadWriteOnce", "64Mi"));
     assert_eq!(
         get(&kubectl, &["pvc", "data"], "{.spec.storageClassName}"),
         "local-path"
@@ -107,7 +78,7 @@ fn the_default_class_provisions_for_the_first_consumer_and_the_data_outlives_pod
     let events = kubectl.ok(&["get", "events", "--field-selector=involvedObject.name=data"]);
     assert!(events.contains("WaitForFirstConsumer"), "{events}");
 
-    kubectl.apply(&pod("writer", "data", "echo kept > /data/note"));
+    kubectl.apply(&pod_on_claim("writer", "data", "echo kept > /data/note"));
     running(&kubectl, "writer");
     let volume = bound_volume(&kubectl, "data");
     let uid = get(&kubectl, &["pvc", "data"], "{.metadata.uid}");
@@ -161,7 +132,7 @@ fn the_default_class_provisions_for_the_first_consumer_and_the_data_outlives_pod
 
     // A new pod sees what the first one wrote.
     delete_and_wait_gone(&kubectl, &["pod", "writer"]);
-    kubectl.apply(&pod("reader", "data", "true"));
+    kubectl.apply(&pod_on_claim("reader", "data", "true"));
     running(&kubectl, "reader");
     assert_eq!(exec(&kubectl, "reader", "cat /data/note").stdout, "kept\n");
 
@@ -170,7 +141,7 @@ fn the_default_class_provisions_for_the_first_consumer_and_the_data_outlives_pod
     assert_eq!(exec(&kubectl, "reader", "cat /data/note").stdout, "kept\n");
     exec(&kubectl, "reader", "echo again >> /data/note");
     delete_and_wait_gone(&kubectl, &["pod", "reader"]);
-    kubectl.apply(&pod("again", "data", "true"));
+    kubectl.apply(&pod_on_claim("again", "data", "true"));
     running(&kubectl, "again");
     assert_eq!(
         exec(&kubectl, "again", "cat /data/note").stdout,
@@ -196,10 +167,19 @@ fn a_retain_class_keeps_the_volume_and_its_data_after_the_claim_goes() {
     kubectl.apply(
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: keep}\nprovisioner: berth.dev/local-path\nreclaimPolicy: Retain\nvolumeBindingMode: Immediate\n",
     );
-    kubectl.apply(&claim("kept", Some("keep"), "ReadWriteOnce", "16Mi"));
+    kubectl.apply(&claim_manifest(
+        "kept",
+        Some("keep"),
+        "ReadWriteOnce",
+        "16Mi",
+    ));
     // Immediate: provisioned without a pod.
     let volume = bound_volume(&kubectl, "kept");
-    kubectl.apply(&pod("writer", "kept", "echo precious > /data/file"));
+    kubectl.apply(&pod_on_claim(
+        "writer",
+        "kept",
+        "echo precious > /data/file",
+    ));
     running(&kubectl, "writer");
     assert_eq!(
         exec(&kubectl, "writer", "cat /data/file").stdout,
@@ -216,7 +196,12 @@ fn a_retain_class_keeps_the_volume_and_its_data_after_the_claim_goes() {
         }
     });
     // It stays Released, with the data, and a new claim does not take it.
-    kubectl.apply(&claim("other", Some("keep"), "ReadWriteOnce", "16Mi"));
+    kubectl.apply(&claim_manifest(
+        "other",
+        Some("keep"),
+        "ReadWriteOnce",
+        "16Mi",
+    ));
     let other = bound_volume(&kubectl, "other");
     assert_ne!(other, volume);
     assert_eq!(
@@ -233,7 +218,7 @@ fn a_retain_class_keeps_the_volume_and_its_data_after_the_claim_goes() {
 #[test]
 fn three_replicas_share_one_read_write_many_claim() {
     let (_berth, kubectl) = start();
-    kubectl.apply(&claim("shared", None, "ReadWriteMany", "32Mi"));
+    kubectl.apply(&claim_manifest("shared", None, "ReadWriteMany", "32Mi"));
     kubectl.apply(
         r#"
 apiVersion: apps/v1
@@ -286,10 +271,10 @@ spec:
 #[test]
 fn a_read_write_once_pod_claim_admits_a_single_pod() {
     let (_berth, kubectl) = start();
-    kubectl.apply(&claim("solo", None, "ReadWriteOncePod", "16Mi"));
-    kubectl.apply(&pod("first", "solo", "true"));
+    kubectl.apply(&claim_manifest("solo", None, "ReadWriteOncePod", "16Mi"));
+    kubectl.apply(&pod_on_claim("first", "solo", "true"));
     running(&kubectl, "first");
-    kubectl.apply(&pod("second", "solo", "true"));
+    kubectl.apply(&pod_on_claim("second", "solo", "true"));
     eventually("the second pod is refused with the reason", || {
         let events = kubectl
             .run(&[
@@ -322,15 +307,20 @@ fn free_kib(kubectl: &Kubectl, pod: &str) -> u64 {
 #[test]
 fn the_capacity_class_stops_writes_at_the_claimed_size_and_grows_with_the_claim() {
     let (berth, kubectl) = start();
-    kubectl.apply(&claim("small", Some("local-ext4"), "ReadWriteOnce", "32Mi"));
-    kubectl.apply(&claim(
+    kubectl.apply(&claim_manifest(
+        "small",
+        Some("local-ext4"),
+        "ReadWriteOnce",
+        "32Mi",
+    ));
+    kubectl.apply(&claim_manifest(
         "neighbour",
         Some("local-ext4"),
         "ReadWriteOnce",
         "32Mi",
     ));
-    kubectl.apply(&pod("filler", "small", "true"));
-    kubectl.apply(&pod("next", "neighbour", "true"));
+    kubectl.apply(&pod_on_claim("filler", "small", "true"));
+    kubectl.apply(&pod_on_claim("next", "neighbour", "true"));
     running(&kubectl, "filler");
     running(&kubectl, "next");
     let volume = bound_volume(&kubectl, "small");
@@ -381,7 +371,7 @@ fn the_capacity_class_stops_writes_at_the_claimed_size_and_grows_with_the_claim(
     if free_kib(&kubectl, "filler") < 52_000 {
         // No online resize here: the next staging of the volume finishes it.
         delete_and_wait_gone(&kubectl, &["pod", "filler"]);
-        kubectl.apply(&pod("filler", "small", "true"));
+        kubectl.apply(&pod_on_claim("filler", "small", "true"));
         running(&kubectl, "filler");
     }
     let grown = free_kib(&kubectl, "filler");
@@ -449,8 +439,13 @@ fn a_pod_waits_for_its_unbound_immediate_claim_and_its_volumes_node() {
     kubectl.apply(
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: nobody}\nprovisioner: example.com/nobody\nvolumeBindingMode: Immediate\n",
     );
-    kubectl.apply(&claim("stuck", Some("nobody"), "ReadWriteOnce", "16Mi"));
-    kubectl.apply(&pod("waiting", "stuck", "true"));
+    kubectl.apply(&claim_manifest(
+        "stuck",
+        Some("nobody"),
+        "ReadWriteOnce",
+        "16Mi",
+    ));
+    kubectl.apply(&pod_on_claim("waiting", "stuck", "true"));
     eventually("the pod is unschedulable for its claim", || {
         let events = kubectl
             .run(&[
@@ -474,7 +469,7 @@ fn a_pod_waits_for_its_unbound_immediate_claim_and_its_volumes_node() {
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: far}\nspec:\n  storageClassName: \"\"\n  volumeName: elsewhere\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
     );
     bound_volume(&kubectl, "far");
-    kubectl.apply(&pod("distant", "far", "true"));
+    kubectl.apply(&pod_on_claim("distant", "far", "true"));
     eventually("the pod is kept off this node", || {
         let events = kubectl
             .run(&[

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Berth, Kubectl};
-use podkit::{import_busybox, phase, pod_json, wait_pod};
+use podkit::{claim_manifest, import_busybox, phase, pod_json, pod_on_claim, wait_pod};
 use serde_json::Value;
 
 /// Long enough for a loaded two-core machine.
@@ -81,37 +81,12 @@ fn describe(kubectl: &Kubectl) -> String {
 }
 
 fn claim(name: &str, class: Option<&str>, size: &str) -> String {
-    let class = class.map_or(String::new(), |c| format!("  storageClassName: {c}\n"));
-    format!(
-        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name:?}}}\nspec:\n{class}  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n"
-    )
+    claim_manifest(name, class, "ReadWriteOnce", size)
 }
 
 fn class(name: &str, provisioner: &str, reclaim: &str, mode: &str, extra: &str) -> String {
     format!(
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {name}}}\nprovisioner: {provisioner}\nreclaimPolicy: {reclaim}\nvolumeBindingMode: {mode}\n{extra}"
-    )
-}
-
-/// A pod mounting `claim` at /data and running `script`, then sleeping so it stays Running.
-fn pod(name: &str, claim: &str, script: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox:test
-    command: ["sh", "-c", {script:?}]
-    volumeMounts: [{{name: data, mountPath: /data}}]
-  volumes:
-  - name: data
-    persistentVolumeClaim: {{claimName: {claim:?}}}
-"#,
-        script = format!("{script}; exec sleep 3600")
     )
 }
 
@@ -178,7 +153,7 @@ fn mounts_mentioning(needle: &str) -> Vec<String> {
 fn h4_a_volume_and_claim_in_use_stay_terminating_and_the_directory_goes_only_after_the_unmount() {
     let (berth, kubectl) = start();
     kubectl.apply(&claim("held", None, "16Mi"));
-    kubectl.apply(&pod("user", "held", "echo precious > /data/note"));
+    kubectl.apply(&pod_on_claim("user", "held", "echo precious > /data/note"));
     running(&kubectl, "user");
     let volume = bound_volume(&kubectl, "held");
     let uid = get(&kubectl, &["pvc", "held"], "{.metadata.uid}");
@@ -314,7 +289,11 @@ fn h4_retain_keeps_a_released_volume_with_its_data_and_never_rebinds_it() {
         "",
     ));
     kubectl.apply(&claim("kept", Some("keep"), "16Mi"));
-    kubectl.apply(&pod("writer", "kept", "echo precious > /data/file"));
+    kubectl.apply(&pod_on_claim(
+        "writer",
+        "kept",
+        "echo precious > /data/file",
+    ));
     running(&kubectl, "writer");
     let volume = bound_volume(&kubectl, "kept");
     let uid = get(&kubectl, &["pvc", "kept"], "{.metadata.uid}");
@@ -346,7 +325,7 @@ fn h4_retain_keeps_a_released_volume_with_its_data_and_never_rebinds_it() {
     // A new claim of the same class and size gets a volume of its own; the released one stays
     // Released with its data and its old claimRef.
     kubectl.apply(&claim("next", Some("keep"), "16Mi"));
-    kubectl.apply(&pod("reader", "next", "ls /data > /dev/null"));
+    kubectl.apply(&pod_on_claim("reader", "next", "ls /data > /dev/null"));
     running(&kubectl, "reader");
     let next = bound_volume(&kubectl, "next");
     assert_ne!(next, volume, "the new claim took the released volume");

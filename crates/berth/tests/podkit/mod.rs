@@ -140,3 +140,34 @@ pub fn host_pids(needle: &str) -> impl Iterator<Item = u32> + '_ {
             text.contains(needle).then_some(pid)
         })
 }
+
+/// A PersistentVolumeClaim manifest (`class` None: the default class).
+pub fn claim_manifest(name: &str, class: Option<&str>, mode: &str, size: &str) -> String {
+    let class = class.map_or(String::new(), |c| format!("  storageClassName: {c}\n"));
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name:?}}}\nspec:\n{class}  accessModes: [{mode}]\n  resources: {{requests: {{storage: {size}}}}}\n"
+    )
+}
+
+/// A busybox pod mounting `claim` at /data and running `script`, then sleeping so it stays
+/// Running.
+pub fn pod_on_claim(name: &str, claim: &str, script: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:test
+    command: ["sh", "-c", {script:?}]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: {claim:?}}}
+"#,
+        script = format!("{script}; exec sleep 3600")
+    )
+}
