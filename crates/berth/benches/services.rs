@@ -115,13 +115,7 @@ fn run(report: &mut Report, root: &Path) -> anyhow::Result<()> {
         .context("bench runtime")?;
     let result = runtime.block_on(measure(report, &data_dir));
     server.stop(Duration::from_secs(15));
-    let down = std::process::Command::new(common::berth_binary())
-        .args(["down", "--data-dir"])
-        .arg(&data_dir)
-        .status();
-    if !down.is_ok_and(|s| s.success()) {
-        eprintln!("services bench: berth down failed");
-    }
+    common::berth_down(&data_dir, "services");
     result
 }
 

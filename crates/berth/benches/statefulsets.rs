@@ -144,14 +144,7 @@ fn run(report: &mut Report, root: &Path) -> anyhow::Result<()> {
     // The watch tasks end with the runtime, before berth does.
     drop(runtime);
     server.stop(Duration::from_secs(15));
-    let down = std::process::Command::new(common::berth_binary())
-        .args(["down", "--data-dir"])
-        .arg(&data_dir)
-        .stdout(std::process::Stdio::null())
-        .status();
-    if !down.is_ok_and(|s| s.success()) {
-        eprintln!("statefulsets bench: berth down failed");
-    }
+    common::berth_down(&data_dir, "statefulsets");
     result
 }
 

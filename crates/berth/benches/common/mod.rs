@@ -599,3 +599,18 @@ fn cpu_busy_percent(window: Duration) -> f64 {
     let total = total1.saturating_sub(total0).max(1) as f64;
     100.0 * (1.0 - idle1.saturating_sub(idle0) as f64 / total)
 }
+
+/// `berth down` on the bench's data dir once its server is stopped: the pods, mounts, links
+/// and nftables table it made go. A failure is reported, not fatal (the leftover checks that
+/// follow say what stayed).
+#[allow(dead_code)] // The control-plane and pods benches run no `berth down`.
+pub fn berth_down(data_dir: &Path, bench: &str) {
+    let down = Command::new(berth_binary())
+        .args(["down", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .status();
+    if !down.is_ok_and(|s| s.success()) {
+        eprintln!("{bench} bench: berth down failed");
+    }
+}
