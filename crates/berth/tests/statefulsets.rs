@@ -213,7 +213,8 @@ fn replacement_order(
 }
 
 /// `<pod>.nginx.default.svc.cluster.local` resolves (busybox `nslookup` from the other pod)
-/// to each pod's current address, and each pod serves its own file to the other there.
+/// to each pod's current address, and each pod serves its own file to the other at the
+/// short name `<pod>.nginx`.
 fn dns_names_resolve(kubectl: &Kubectl, pods: &BTreeMap<String, Value>) {
     for (from, to) in [("web-1", "web-0"), ("web-0", "web-1")] {
         let ip = pods[to]["status"]["podIP"]
@@ -233,8 +234,11 @@ fn dns_names_resolve(kubectl: &Kubectl, pods: &BTreeMap<String, Value>) {
                     .ok_or(format!("{run:?}"))
             },
         );
-        let url = format!("http://{ip}/");
-        assert_eq!(exec(kubectl, from, &format!("wget -qO- {url}")), to);
+        // The tutorial's short name `web-0.nginx`, through the pod's resolv.conf search path:
+        // busybox's own nslookup never searches a dotted name (unlike busybox 1.28, which the
+        // tutorial uses), so the libc resolver behind wget asks instead.
+        let short = format!("http://{to}.nginx/");
+        assert_eq!(exec(kubectl, from, &format!("wget -qO- {short}")), to);
     }
 }
 
@@ -442,6 +446,65 @@ fn rolling_update_partition_on_delete_and_rollout_commands() {
     );
     let renumbered = get(&kubectl, &["controllerrevision", &revision1], "{.revision}");
     assert_eq!(renumbered, "3", "a rollback renumbers the old revision");
+
+    // rollout restart: a template annotation, so a new revision rolled out in reverse order.
+    let before = uids(&pods(&kubectl, "nginx"));
+    kubectl.ok(&["rollout", "restart", "sts/web"]);
+    let order = replacement_order(&kubectl, "nginx", WAIT, |now| {
+        now.len() == 3
+            && now.values().all(|p| {
+                is_ready(p)
+                    && p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string()
+            })
+    });
+    assert_eq!(order, ["web-2", "web-1", "web-0"]);
+    let after = uids(&pods(&kubectl, "nginx"));
+    assert!(
+        before.iter().all(|(name, uid)| after[name] != *uid),
+        "every pod was replaced: {before:?} -> {after:?}"
+    );
+    kubectl.ok(&["rollout", "status", "sts/web", "--timeout=180s"]);
+    let revisions = get(&kubectl, &["controllerrevisions"], "{.items[*].revision}");
+    let mut numbers: Vec<u64> = revisions
+        .split_whitespace()
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, [2, 3, 4], "the restart is revision 4: {revisions}");
+
+    // Immutable fields: refused with upstream's message; the set is unchanged.
+    let generation = get(&kubectl, &["sts", "web"], "{.metadata.generation}");
+    for patch in [
+        r#"{"spec":{"serviceName":"elsewhere"}}"#,
+        r#"{"spec":{"selector":{"matchLabels":{"app":"nginx","extra":"x"}}}}"#,
+        r#"{"spec":{"podManagementPolicy":"Parallel"}}"#,
+        r#"{"spec":{"volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Mi"}}}}]}}"#,
+    ] {
+        let run = kubectl.run(&["patch", "sts", "web", "-p", patch]);
+        assert_ne!(run.code, 0, "{patch} was accepted");
+        assert!(
+            run.stderr.contains("The StatefulSet \"web\" is invalid")
+                && run.stderr.contains("spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"),
+            "{patch}: {}",
+            run.stderr
+        );
+    }
+    kubectl.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"revisionHistoryLimit":5,"minReadySeconds":0}}"#,
+    ]);
+    assert_eq!(
+        get(&kubectl, &["sts", "web"], "{.metadata.generation}"),
+        (generation.parse::<u64>().unwrap_or(0) + 1).to_string(),
+        "the mutable fields were updated"
+    );
+    assert_eq!(
+        get(&kubectl, &["sts", "web"], "{.spec.serviceName}"),
+        "nginx"
+    );
 
     // Partition: only ordinals >= 2 take v3; then the rest once the partition is 0.
     kubectl.apply(&stateful_set(

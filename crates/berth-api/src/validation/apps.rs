@@ -647,6 +647,7 @@ pub(crate) fn validate_stateful_set_update(new: &StatefulSet, old: &StatefulSet)
     munged.template.clone_from(&old_spec.template);
     munged.update_strategy.clone_from(&old_spec.update_strategy);
     munged.min_ready_seconds = old_spec.min_ready_seconds;
+    munged.revision_history_limit = old_spec.revision_history_limit;
     munged.ordinals.clone_from(&old_spec.ordinals);
     munged
         .persistent_volume_claim_retention_policy
@@ -654,7 +655,7 @@ pub(crate) fn validate_stateful_set_update(new: &StatefulSet, old: &StatefulSet)
     if munged != old_spec {
         errs.push(FieldError::forbidden(
             &spec_path(),
-            "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
         ));
     }
     errs

@@ -197,6 +197,7 @@ fn stateful_set_updates() {
     let mut v = sts_json();
     v["spec"]["replicas"] = json!(3);
     v["spec"]["template"]["spec"]["containers"][0]["image"] = json!("postgres:17");
+    v["spec"]["revisionHistoryLimit"] = json!(3);
     assert!(validate_stateful_set_update(&defaulted("statefulsets", v), &old).is_empty());
     let mut v = sts_json();
     v["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
@@ -206,7 +207,7 @@ fn stateful_set_updates() {
             &old
         )),
         vec![
-            "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+            "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
         ]
     );
 }
