@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod demo;
+
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -133,6 +135,41 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Tell berth's story against a running berth, measured (see examples/adder/).
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
+    /// Measure workloads against a running berth.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// The adder: three replicas keeping a total in memory disagree; a locked file on a
+    /// shared volume and then PostgreSQL in a StatefulSet agree; the database's pod comes back
+    /// with its name, DNS name and data. Exits non-zero if users see anything else.
+    Adder {
+        #[command(flatten)]
+        data_dir: DataDir,
+        #[command(flatten)]
+        options: demo::DemoOptions,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Adds per second and latency through the adder's Service in memory, file and database
+    /// mode with three replicas, and one replica in memory as the upper bound.
+    Adder {
+        #[command(flatten)]
+        data_dir: DataDir,
+        #[command(flatten)]
+        options: demo::BenchOptions,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,6 +253,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Image { command } => image(command),
+        Command::Demo {
+            command: DemoCommand::Adder { data_dir, options },
+        } => {
+            let client = story_client(&data_dir, &options.common)?;
+            client.block_on(|client| demo::adder(client, options))
+        }
+        Command::Bench {
+            command: BenchCommand::Adder { data_dir, options },
+        } => {
+            let client = story_client(&data_dir, &options.common)?;
+            client.block_on(|client| demo::bench(client, options))
+        }
         Command::Down { data_dir } => {
             init_tracing();
             let data_dir = data_dir.resolve()?;
@@ -335,6 +384,57 @@ fn human_size(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+/// What `berth demo` and `berth bench` run on: a client of the running berth on this data dir,
+/// with the adder packed into its image store first.
+struct StoryClient {
+    runtime: tokio::runtime::Runtime,
+    kubeconfig: PathBuf,
+}
+
+impl StoryClient {
+    fn block_on<F, Fut>(self, story: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(kube::Client) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        self.runtime.block_on(async {
+            let client = admin_client(&self.kubeconfig).await?;
+            client
+                .apiserver_version()
+                .await
+                .context("berth is not answering: start it with `berth up` first")?;
+            story(client).await
+        })
+    }
+}
+
+fn story_client(data_dir: &DataDir, common: &demo::Common) -> anyhow::Result<StoryClient> {
+    let kubeconfig = berth_apiserver::kubeconfig_path(&data_dir.resolve()?);
+    if !kubeconfig.exists() {
+        anyhow::bail!(
+            "no berth on this data dir ({} is missing): start it with `berth up` first",
+            kubeconfig.display()
+        );
+    }
+    let adder = demo::find_adder(common.adder.as_deref())?;
+    let store = image_store(data_dir)?;
+    let image = berth_image::pack::pack(&store, &adder, "adder:latest")
+        .with_context(|| format!("cannot make the image adder:latest of {}", adder.display()))?;
+    println!(
+        "packed {} ({}) from {}",
+        image.references.join(", "),
+        short_id(&image.record.id),
+        adder.display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(StoryClient {
+        runtime,
+        kubeconfig,
+    })
 }
 
 fn init_tracing() {

@@ -652,3 +652,85 @@ fn the_adder_story_database_in_a_stateful_set_survives_its_pod_restarting() {
         "every replica says {after}: {replicas:?}"
     );
 }
+
+/// `berth demo adder --data-dir <this server's> --adder <built adder> --port <port> <extra>`.
+fn demo(berth: &Berth, port: u16, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["demo", "adder", "--data-dir"])
+        .arg(berth.data_dir())
+        .arg("--adder")
+        .arg(adder_binary())
+        .args(["--port", &port.to_string()])
+        .args(extra)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run berth demo adder")
+}
+
+/// The number after `prefix` on the first line of `text` that has it.
+fn number_after(text: &str, prefix: &str) -> Option<i64> {
+    let at = text.find(prefix)? + prefix.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn berth_demo_adder_tells_the_story_and_fails_when_it_does_not_hold() {
+    let berth = Berth::start();
+    let kubectl = berth.kubectl();
+    let port = common::free_port();
+
+    // One replica in memory cannot show the bug: the demo says so and exits non-zero.
+    let single = demo(&berth, port, &["--replicas", "1", "--adds", "5"]);
+    let stdout = String::from_utf8_lossy(&single.stdout);
+    let stderr = String::from_utf8_lossy(&single.stderr);
+    assert!(!single.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("expected users to see different totals and a total going down"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("Stage 1 — memory"), "{stdout}");
+    assert!(
+        !stdout.contains("Stage 2"),
+        "it stops at the first broken promise"
+    );
+
+    // The whole story.
+    let run = demo(&berth, port, &[]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stdout}");
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    for line in [
+        "✔ as the story says: each replica counts only the adds it served",
+        "claim adder-total: Bound, volume pvc-",
+        "postgres-0.postgres.default.svc.cluster.local → ",
+        "The story held at every stage.",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    // What it printed matches the cluster: the database's total, its pod and its claim.
+    let total = number_after(&stdout, "✔ the same total: ").expect("the final total");
+    assert_eq!(total_in_postgres(&kubectl), total);
+    let uid = kubectl.ok(&["get", "pod", "postgres-0", "-o", "jsonpath={.metadata.uid}"]);
+    assert!(
+        stdout.contains(&format!("a new pod (uid {})", uid.trim())),
+        "{stdout}"
+    );
+    let volume = kubectl.ok(&[
+        "get",
+        "pvc",
+        "data-postgres-0",
+        "-o",
+        "jsonpath={.spec.volumeName}",
+    ]);
+    assert!(
+        stdout.contains(&format!("data-postgres-0 (Bound) → {}", volume.trim())),
+        "{stdout}"
+    );
+    // Each consistent stage added what its users sent, 4 users × 25 adds of 1 to 9.
+    assert_eq!(stdout.matches("✔ total ").count(), 2, "{stdout}");
+}
