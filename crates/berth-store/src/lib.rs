@@ -12,10 +12,12 @@
 //! - [`sqlite::SqliteStore`]: the embedded default. A write is acknowledged only once it is
 //!   durable on disk; concurrent writers are group-committed.
 //! - [`memory::MemoryStore`]: for unit tests of code above the store.
+//! - [`etcd::EtcdStore`]: an external etcd cluster (`berth up --store etcd://…`).
 //!
 //! Every backend must pass [`conformance`], the store's behaviour written down as tests.
 
 pub mod conformance;
+pub mod etcd;
 pub mod memory;
 pub mod sqlite;
 mod watch;
