@@ -174,15 +174,20 @@ async fn current(store: &dyn Store) -> Revision {
     store.revisions().await.expect("revisions").current
 }
 
-async fn put(store: &dyn Store, key: &str, value: &str) -> Revision {
-    let txn = Txn {
+/// A transaction that only puts `value` at `key`, unconditionally.
+pub fn put_txn(key: &str, value: &str) -> Txn {
+    Txn {
         success: vec![Op::Put {
             key: key.to_string(),
             value: bytes(value),
         }],
         ..Default::default()
-    };
-    let response = store.txn(txn).await.expect("put");
+    }
+}
+
+/// Puts `value` at `key` (panicking on failure, as a test helper); the write's revision.
+pub async fn put(store: &dyn Store, key: &str, value: &str) -> Revision {
+    let response = store.txn(put_txn(key, value)).await.expect("put");
     match response.responses.first() {
         Some(OpResponse::Put { revision, .. }) => *revision,
         other => panic!("put {key}: unexpected response {other:?}"),

@@ -7,9 +7,9 @@ mod etcd_server;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_store::conformance::{put, put_txn};
 use berth_store::{
-    Op, OpResponse, RangeRequest, Revision, Store, StoreError, Txn, WatchItem, WatchOptions,
-    WatchStream,
+    RangeRequest, Revision, Store, StoreError, WatchItem, WatchOptions, WatchStream,
 };
 use bytes::Bytes;
 use etcd_server::EtcdServer;
@@ -32,29 +32,6 @@ mod conformance {
     }
 
     berth_store::conformance_tests!(make);
-}
-
-fn put_txn(key: &str, value: &str) -> Txn {
-    Txn {
-        success: vec![Op::Put {
-            key: key.to_string(),
-            value: Bytes::from(value.to_string()),
-        }],
-        ..Default::default()
-    }
-}
-
-async fn put(store: &dyn Store, key: &str, value: &str) -> Revision {
-    match store
-        .txn(put_txn(key, value))
-        .await
-        .expect("put")
-        .responses
-        .first()
-    {
-        Some(OpResponse::Put { revision, .. }) => *revision,
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 /// The next event of a watch, skipping progress; a stalled or failed stream fails the test.

@@ -7,34 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_store::conformance::{put, put_txn};
 use berth_store::ops::{self, Written};
 use berth_store::sqlite::{InjectedFailure, SqliteStore};
-use berth_store::{Op, OpResponse, RangeRequest, Store, StoreError, Txn, WatchItem, WatchOptions};
+use berth_store::{Op, RangeRequest, Store, StoreError, Txn, WatchItem, WatchOptions};
 use bytes::Bytes;
 use futures::StreamExt;
-
-fn put_txn(key: &str, value: &str) -> Txn {
-    Txn {
-        success: vec![Op::Put {
-            key: key.to_string(),
-            value: Bytes::from(value.to_string()),
-        }],
-        ..Default::default()
-    }
-}
-
-async fn put(store: &dyn Store, key: &str, value: &str) -> i64 {
-    match store
-        .txn(put_txn(key, value))
-        .await
-        .expect("put")
-        .responses
-        .first()
-    {
-        Some(OpResponse::Put { revision, .. }) => *revision,
-        other => panic!("unexpected {other:?}"),
-    }
-}
 
 /// The next watch item; a stalled stream fails the test instead of hanging it.
 async fn next(stream: &mut berth_store::WatchStream) -> Option<berth_store::Result<WatchItem>> {
