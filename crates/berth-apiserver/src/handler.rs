@@ -143,7 +143,8 @@ where
     }
     if !state
         .auth
-        .authenticate(header_str(&request, header::AUTHORIZATION))
+        .authenticate(&state.registry, header_str(&request, header::AUTHORIZATION))
+        .await
     {
         return Err(ApiError::unauthorized());
     }

@@ -26,6 +26,9 @@
 //!   provisioners and reclaim;
 //! - [`protection`]: the pvc-protection and pv-protection finalizers, removed once deleting
 //!   is safe;
+//! - [`nodelifecycle`]: nodes that stop heartbeating go Unknown and get the unreachable
+//!   taints, their pods lose readiness; [`nodelifecycle::eviction`] deletes the pods of
+//!   NoExecute-tainted nodes that do not tolerate it (taint-based eviction);
 //!
 //! What they share:
 //!
@@ -45,6 +48,7 @@ pub mod expectations;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod pods;
 pub mod protection;
@@ -61,18 +65,38 @@ use tokio::sync::watch;
 
 pub use error::Error;
 
+/// What the controllers can be told (kube-controller-manager's flags of the same meaning).
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// How long a node may go without heartbeats before it counts as unreachable
+    /// (`--node-monitor-grace-period`, 40 s; `--node-startup-grace-period`, 60 s).
+    pub node_grace: nodelifecycle::Grace,
+}
+
 /// Runs every controller while this process holds the controller lease, until `stop`
 /// resolves. `identity` names this process in the lease (see [`leader::identity`]).
 pub async fn run(client: Client, identity: String, stop: impl Future<Output = ()>) {
+    run_with(client, identity, Config::default(), stop).await;
+}
+
+/// [`run`] with a [`Config`] of its own.
+pub async fn run_with(
+    client: Client,
+    identity: String,
+    config: Config,
+    stop: impl Future<Output = ()>,
+) {
     let election = leader::LeaderElection::new(client.clone(), identity);
     election
-        .run(stop, move |lost| run_controllers(client.clone(), lost))
+        .run(stop, move |lost| {
+            run_controllers(client.clone(), config.clone(), lost)
+        })
         .await;
 }
 
 /// All controllers side by side; each stops when `stop` turns true. None of them ends on an
 /// error: a failed reconcile is retried with back-off inside its controller.
-async fn run_controllers(client: Client, stop: watch::Receiver<bool>) {
+async fn run_controllers(client: Client, config: Config, stop: watch::Receiver<bool>) {
     let stopped = |stop: watch::Receiver<bool>| async move {
         let mut stop = stop;
         let _ = stop.wait_for(|stop| *stop).await;
@@ -88,5 +112,7 @@ async fn run_controllers(client: Client, stop: watch::Receiver<bool>) {
         namespace::run(client.clone(), stopped(stop.clone())),
         persistentvolume::run(client.clone(), stopped(stop.clone())),
         protection::run(client.clone(), stopped(stop.clone())),
+        nodelifecycle::run(client.clone(), config.node_grace, stopped(stop.clone())),
+        nodelifecycle::eviction::run(client.clone(), stopped(stop.clone())),
     );
 }

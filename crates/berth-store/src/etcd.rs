@@ -39,7 +39,11 @@
 //! hang), HTTP/2 keepalives notice dead connections, and the client balances over every
 //! endpoint. Reads are retried within the timeout when etcd was unreachable or unavailable; a
 //! transaction is retried only when the connection could not be made at all (so it was never
-//! sent), since a write that reached etcd may have been applied.
+//! sent), since a write that reached etcd may have been applied. Retrying "no leader" rides out
+//! an election, but once etcd has said "no leader" for [`NO_LEADER_PATIENCE`] with no call
+//! succeeding meanwhile, quorum is lost rather than being re-elected, and reads fail at once
+//! instead of each holding the whole timeout (clients retrying 503s, as kubectl does ten times,
+//! would otherwise wait ten timeouts for an answer).
 //!
 //! # Watches
 //! An etcd watch from `after + 1` with `prev_kv`, after checking `after` against the compacted
@@ -100,6 +104,9 @@ const RETRY_MIN: Duration = Duration::from_millis(25);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// Longest pause between attempts to resume a broken watch.
 const RESUME_MAX: Duration = Duration::from_secs(2);
+/// How long etcd may answer "no leader" (with nothing succeeding) before reads stop retrying:
+/// longer than an election with etcd's default timing (1 s to notice, 1–2 s to elect).
+pub const NO_LEADER_PATIENCE: Duration = Duration::from_secs(2);
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// gRPC status codes etcd answers with when it cannot serve now (by number: tonic is not a
@@ -457,6 +464,7 @@ pub async fn connect(config: &EtcdConfig) -> Result<Arc<EtcdStore>> {
         prefix: config.prefix.clone().into_bytes(),
         timeout,
         compacted: AtomicI64::new(0),
+        no_leader: std::sync::Mutex::new(None),
         endpoints,
     });
     let revisions = inner.revisions().await.map_err(|error| match error {
@@ -492,6 +500,9 @@ struct Inner {
     timeout: Duration,
     /// The highest compacted revision seen; never above etcd's.
     compacted: AtomicI64,
+    /// When etcd first and last answered "no leader" in the current run of such answers with
+    /// no call succeeding (see [`NO_LEADER_PATIENCE`]).
+    no_leader: std::sync::Mutex<Option<(Instant, Instant)>>,
     /// For messages.
     endpoints: String,
 }
@@ -577,6 +588,11 @@ fn chain(mut text: String, mut source: Option<&dyn std::error::Error>) -> String
     text
 }
 
+/// Whether etcd answered that the member has no leader (an election, or quorum lost).
+fn is_no_leader(error: &etcd::Error) -> bool {
+    matches!(error, etcd::Error::GRpcStatus(status) if status.message().contains("no leader"))
+}
+
 /// Whether the request surely never reached etcd: the connection could not be made.
 fn never_sent(error: &etcd::Error) -> bool {
     let text = match error {
@@ -653,13 +669,20 @@ impl Inner {
         let mut backoff = RETRY_MIN;
         loop {
             let error = match tokio::time::timeout_at(deadline, attempt(self.kv.clone())).await {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => {
+                    self.leader_answered();
+                    return Ok(value);
+                }
                 Ok(Err(error)) => error,
                 Err(_) => return Err(self.timed_out(what).into()),
             };
             let failure = classify(&error);
+            let leaderless_for = is_no_leader(&error).then(|| self.no_leader_answered());
             let transient = match retry {
-                Retry::Read => matches!(failure, Failure::Other(StoreError::Unavailable(_))),
+                Retry::Read => {
+                    matches!(failure, Failure::Other(StoreError::Unavailable(_)))
+                        && leaderless_for.is_none_or(|lasted| lasted < NO_LEADER_PATIENCE)
+                }
                 Retry::Write => never_sent(&error),
             };
             if !transient || Instant::now() + backoff >= deadline {
@@ -668,6 +691,34 @@ impl Inner {
             tracing::debug!(%error, what, "etcd call failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Records a "no leader" answer; returns how long etcd has been leaderless as far as berth
+    /// can tell: since the first of a run of such answers, each within [`NO_LEADER_PATIENCE`]
+    /// of the one before, with no call succeeding in between.
+    fn no_leader_answered(&self) -> Duration {
+        let now = Instant::now();
+        let mut run = self
+            .no_leader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = match *run {
+            Some((first, last)) if now.duration_since(last) <= NO_LEADER_PATIENCE => first,
+            _ => now,
+        };
+        *run = Some((first, now));
+        now.duration_since(first)
+    }
+
+    /// A call succeeded: etcd has a leader.
+    fn leader_answered(&self) {
+        let mut run = self
+            .no_leader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if run.is_some() {
+            *run = None;
         }
     }
 

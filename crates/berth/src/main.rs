@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod demo;
+mod store_cli;
+mod token;
 
 #[derive(Parser)]
 #[command(
@@ -77,11 +80,26 @@ struct AgentFlags {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: the API server on its embedded store, the scheduler and the
-    /// controllers.
+    /// Run the control plane: the API server on its store (embedded, or etcd with `--store`),
+    /// the scheduler, the controllers and the node agent.
     Up {
         #[command(flatten)]
         data_dir: DataDir,
+        /// Where the cluster's objects are kept: `sqlite` (the embedded store) or an etcd URL.
+        ///
+        /// `sqlite`, the default: the embedded store in <data-dir>/store, durable on this
+        /// machine's disk, the fastest and nothing to run beside berth. Or an etcd cluster, the
+        /// store Kubernetes itself uses:
+        /// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX][?timeout=5s]`, with TLS
+        /// `etcds://…?ca=FILE[&cert=FILE&key=FILE]` (keys under PREFIX, default /berth/; every
+        /// etcd call bounded by the timeout, then answered with 503). Choose etcd to keep the
+        /// state off this machine's disk, replicated, so it survives losing this disk or a
+        /// minority of etcd's members, or to let several berths share one store (they take
+        /// turns running the controllers). The data dir still holds the certificates, tokens
+        /// and pods' files, and is still locked to one berth. `berth store export|import` moves
+        /// the objects from one store to another.
+        #[arg(long, value_name = "URL", default_value = "sqlite")]
+        store: store_cli::StoreUrl,
         /// Address to serve the Kubernetes API on (loopback unless you say otherwise).
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
@@ -107,6 +125,12 @@ enum Command {
         /// k3s's `--disable-controller-manager`.
         #[arg(long)]
         disable_controller_manager: bool,
+        /// Seconds a node may go without heartbeats (Lease renewals, status posts) before the
+        /// node lifecycle controller marks it unreachable and taint-based eviction begins
+        /// (`--node-monitor-grace-period`). Keep it well above the 10 s at which node agents
+        /// renew their Leases.
+        #[arg(long, default_value_t = 40)]
+        node_monitor_grace_period_seconds: u64,
         /// Do not install the built-in StorageClasses `local-path` (the default class) and
         /// `local-ext4`, as k3s's `--disable local-storage`. Without this flag they are created
         /// once per data dir, on its first start without the flag (a marker file in the data
@@ -123,6 +147,16 @@ enum Command {
         #[command(flatten)]
         data_dir: DataDir,
     },
+    /// Join a running berth as one more node: run only this machine's node agent, pod
+    /// network, service proxy and storage node plugin against the API server at `--server`,
+    /// with a join token from `berth token create` (as `kubeadm join`).
+    Agent(Box<agent::AgentArgs>),
+    /// Manage the join tokens nodes use with `berth agent` (bootstrap tokens, as
+    /// `kubeadm token`).
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
     /// Print the admin kubeconfig.
     Kubeconfig {
         #[command(flatten)]
@@ -130,6 +164,14 @@ enum Command {
     },
     /// Print berth's version and the Kubernetes API version it serves.
     Version,
+    /// Move the cluster's objects between stores (the embedded one and etcd).
+    ///
+    /// An export of every key read at one revision, imported into an empty store: uids and
+    /// data unchanged.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Manage the images pods run from (kept in `<data-dir>/images`).
     Image {
         #[command(subcommand)]
@@ -144,6 +186,40 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Write every key and value of the store, read at one revision, as JSON lines.
+    ///
+    /// A header (format, version, revision), one `{"key","value"}` line per key (the stored bytes;
+    /// `valueBase64` for bytes that are not UTF-8), a trailer with the count. It holds Secrets
+    /// in the clear (the file is made owner-only). Refused on a data dir a `berth up` runs on.
+    Export {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// The store to read: `sqlite` (the data dir's embedded store) or an etcd URL as for
+        /// `berth up --store`.
+        #[arg(long, value_name = "URL", default_value = "sqlite")]
+        store: store_cli::StoreUrl,
+        /// Write to FILE instead of stdout.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Write an export into an empty store, then read it back to check it.
+    ///
+    /// A store that holds any key is refused. The keys are written in transactions within
+    /// etcd's limits. Refused on a data dir a `berth up` runs on.
+    Import {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// The store to write: `sqlite` (the data dir's embedded store, created if needed) or
+        /// an etcd URL as for `berth up --store`.
+        #[arg(long, value_name = "URL", default_value = "sqlite")]
+        store: store_cli::StoreUrl,
+        /// The export (`-` for stdin).
+        file: PathBuf,
     },
 }
 
@@ -216,6 +292,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up {
             data_dir,
+            store,
             listen,
             compaction_interval_seconds,
             service_cidr,
@@ -223,6 +300,7 @@ fn main() -> anyhow::Result<()> {
             node_name,
             disable_agent,
             disable_controller_manager,
+            node_monitor_grace_period_seconds,
             disable_storage_classes,
             agent,
         } => {
@@ -233,13 +311,23 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(up(
                 data_dir,
+                &store,
                 listen,
                 Duration::from_secs(compaction_interval_seconds.max(1)),
                 (service_cidr, service_node_port_range),
-                !disable_controller_manager,
+                (!disable_controller_manager)
+                    .then(|| controllers_config(node_monitor_grace_period_seconds)),
                 !disable_storage_classes,
                 (!disable_agent).then(|| (node_name.unwrap_or_else(default_node_name), agent)),
             ))
+        }
+        Command::Agent(args) => {
+            init_tracing();
+            agent::run(*args)
+        }
+        Command::Token { command } => {
+            init_tracing_with("warn");
+            token::run(command)
         }
         Command::Kubeconfig { data_dir } => {
             let path = berth_apiserver::kubeconfig_path(&data_dir.resolve()?);
@@ -251,6 +339,31 @@ fn main() -> anyhow::Result<()> {
             })?;
             print!("{text}");
             Ok(())
+        }
+        Command::Store { command } => {
+            init_tracing_with("warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            match command {
+                StoreCommand::Export {
+                    data_dir,
+                    store,
+                    output,
+                } => {
+                    let data_dir = data_dir.resolve()?;
+                    runtime.block_on(store_cli::export(&store, &data_dir, output.as_deref()))
+                }
+                StoreCommand::Import {
+                    data_dir,
+                    store,
+                    file,
+                } => {
+                    let data_dir = data_dir.resolve()?;
+                    runtime.block_on(store_cli::import(&store, &data_dir, &file))
+                }
+            }
         }
         Command::Image { command } => image(command),
         Command::Demo {
@@ -438,8 +551,13 @@ fn story_client(data_dir: &DataDir, common: &demo::Common) -> anyhow::Result<Sto
 }
 
 fn init_tracing() {
+    init_tracing_with("info");
+}
+
+/// Logs to stderr at `BERTH_LOG`'s levels, else at `default`.
+fn init_tracing_with(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -457,24 +575,29 @@ fn default_node_name() -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn up(
     data_dir: PathBuf,
+    store_url: &store_cli::StoreUrl,
     listen: SocketAddr,
     compaction_interval: Duration,
     (service_cidr, service_node_port_range): (
         berth_apiserver::ServiceCidr,
         berth_apiserver::NodePortRange,
     ),
-    controllers: bool,
+    controllers: Option<berth_controllers::Config>,
     storage_classes: bool,
     agent: Option<(String, AgentFlags)>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     berth_apiserver::files::ensure_private_dir(&data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    let store = berth_store::sqlite::SqliteStore::open(&data_dir.join("store"))
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    let store: Arc<dyn berth_store::Store> = store;
+    // Held until berth stops: the store, and for etcd the data dir's lock.
+    let opened = store_cli::open_for_up(store_url, &data_dir).await?;
+    let store = opened.store.clone();
+    if storage_classes && matches!(store_url, store_cli::StoreUrl::Etcd(_)) {
+        store_cli::forget_classes_marker_for_fresh_store(store.as_ref(), &data_dir).await?;
+    }
     let config = berth_apiserver::Config {
         data_dir: data_dir.clone(),
         listen,
@@ -494,19 +617,26 @@ async fn up(
     let client = admin_client(server.kubeconfig_path()).await?;
     let scheduler = spawn_scheduler(client.clone(), stop_rx.clone());
     let identity = berth_controllers::leader::identity(&default_node_name(), &data_dir);
-    let controllers = if controllers {
-        tokio::spawn(berth_controllers::run(
+    let controllers = if let Some(config) = controllers {
+        tokio::spawn(berth_controllers::run_with(
             client.clone(),
             identity,
+            config,
             stopping(stop_rx.clone()),
         ))
     } else {
         tokio::spawn(async {})
     };
+    // Nodes that join with `berth agent` get their serving certificates signed here.
+    agent::spawn_serving_signer(client.clone(), &data_dir, stop_rx.clone());
     let agent = match agent {
         Some((node_name, flags)) => {
             let services = service_cidr.to_string();
-            spawn_agent(client, &data_dir, node_name, flags, &services, stop_rx).await?
+            let setup = agent::NodeSetup::control_plane(&data_dir)?;
+            spawn_agent(
+                client, &data_dir, node_name, flags, &services, setup, stop_rx,
+            )
+            .await?
         }
         None => tokio::spawn(async {}),
     };
@@ -549,6 +679,13 @@ async fn admin_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Clie
     kube::Client::try_from(config).context("cannot build a client of the API server")
 }
 
+/// The controllers' settings from `berth up`'s flags.
+fn controllers_config(node_monitor_grace_period_seconds: u64) -> berth_controllers::Config {
+    let mut config = berth_controllers::Config::default();
+    config.node_grace.monitor = Duration::from_secs(node_monitor_grace_period_seconds.max(1));
+    config
+}
+
 /// Resolves when berth is stopping (or the sender is gone, which also means that).
 async fn stopping(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
@@ -566,29 +703,26 @@ fn spawn_scheduler(
     })
 }
 
-/// Starts the node agent for this machine: pods under `<data>/pods`, the runtime's bundles
-/// under `<data>/run`, images from `<data>/images`.
+/// Starts what runs on every node (of `berth up`, or joined with `berth agent`): the node
+/// agent, the pod network, the service proxy and the storage node plugin and provisioner; pods
+/// under `<data>/pods`, the runtime's bundles under `<data>/run`, images from `<data>/images`.
 async fn spawn_agent(
     client: kube::Client,
     data_dir: &std::path::Path,
     node_name: String,
     flags: AgentFlags,
     service_cidr: &str,
+    setup: agent::NodeSetup,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let exe = std::env::current_exe().context("cannot find the berth binary to run shims")?;
     let mut config =
         berth_node::AgentConfig::new(&node_name, data_dir, &data_dir.join("images"), &exe);
-    // The API server wrote the agent's serving certificate and token into the pki dir; a free
-    // port keeps two berths on one machine apart (the Node reports the one chosen).
-    let pki = berth_apiserver::tls::Pki::new(data_dir);
-    let read = |path: std::path::PathBuf| {
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    config.server_cert_pem = read(pki.agent_cert())?;
-    config.server_key_pem = read(pki.agent_key())?;
-    config.server_token = read(pki.agent_token())?.trim().to_string();
-    config.kubelet_port = 0;
+    config.node_ip = setup.node_ip;
+    config.server_cert_pem = setup.serving.cert_pem;
+    config.server_key_pem = setup.serving.key_pem;
+    config.server_token = setup.serving.token;
+    config.kubelet_port = setup.kubelet_port;
     config.pids_limit = flags.pod_max_pids.max(1);
     config.max_pods = flags.max_pods.max(0);
     config.log_max_bytes = flags.container_log_max_mib.max(1) * 1024 * 1024;
@@ -608,7 +742,17 @@ async fn spawn_agent(
     let dns_service_ip = (!flags.disable_kube_proxy)
         .then(|| service_cidr.address(10))
         .flatten();
-    config.cluster_dns = spawn_cluster_dns(&client, &network, dns_service_ip, stop.clone()).await;
+    config.cluster_dns = if setup.serve_dns {
+        spawn_cluster_dns(&client, &network, dns_service_ip, stop.clone()).await
+    } else {
+        // The proxy's rules name the bridge; on `berth up`'s node the DNS server made it.
+        use berth_net::Links;
+        let (gateway, prefix) = (network.cidr.gateway(), network.cidr.prefix());
+        if let Err(e) = berth_net::link::Netlink.ensure_bridge(&network.bridge, gateway, prefix) {
+            tracing::warn!(error = %e, bridge = %network.bridge, "cannot make the pod bridge");
+        }
+        dns_service_ip.map(Into::into)
+    };
     if !flags.disable_kube_proxy {
         spawn_proxy(&client, &node_name, &network, service_cidr, stop.clone());
     }

@@ -408,3 +408,63 @@ fn qos_class(spec: &PodSpec) -> &'static str {
         "Burstable"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toleration(key: Option<&str>, effect: Option<&str>, seconds: Option<i64>) -> Toleration {
+        Toleration {
+            key: key.map(str::to_string),
+            operator: Some("Exists".to_string()),
+            effect: effect.map(str::to_string),
+            toleration_seconds: seconds,
+            value: None,
+        }
+    }
+
+    fn keys_and_seconds(tolerations: &[Toleration]) -> Vec<(String, Option<i64>)> {
+        tolerations
+            .iter()
+            .map(|t| (t.key.clone().unwrap_or_default(), t.toleration_seconds))
+            .collect()
+    }
+
+    #[test]
+    fn default_toleration_seconds_fill_in_only_what_the_pod_does_not_tolerate() {
+        let unreachable = "node.kubernetes.io/unreachable";
+        let not_ready = "node.kubernetes.io/not-ready";
+        // The pod's own unreachable toleration stays as it is; not-ready gets 300 s.
+        let mut own = vec![toleration(Some(unreachable), Some("NoExecute"), Some(3))];
+        default_tolerations(&mut own);
+        assert_eq!(
+            keys_and_seconds(&own),
+            [
+                (unreachable.to_string(), Some(3)),
+                (not_ready.to_string(), Some(300))
+            ]
+        );
+        // One without an effect covers NoExecute too.
+        let mut any_effect = vec![toleration(Some(not_ready), None, None)];
+        default_tolerations(&mut any_effect);
+        assert_eq!(
+            keys_and_seconds(&any_effect),
+            [
+                (not_ready.to_string(), None),
+                (unreachable.to_string(), Some(300))
+            ]
+        );
+        // A NoSchedule toleration does not cover the NoExecute taint: both defaults added.
+        let mut no_schedule = vec![toleration(Some(unreachable), Some("NoSchedule"), None)];
+        default_tolerations(&mut no_schedule);
+        assert_eq!(no_schedule.len(), 3);
+        assert_eq!(
+            no_schedule[2],
+            toleration(Some(unreachable), Some("NoExecute"), Some(300))
+        );
+        // Running it twice adds nothing more.
+        let before = no_schedule.clone();
+        default_tolerations(&mut no_schedule);
+        assert_eq!(no_schedule, before);
+    }
+}

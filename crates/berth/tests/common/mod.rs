@@ -1,6 +1,14 @@
 //! Test harness: starts the real `berth up` on a temporary data dir and a free loopback port,
 //! and runs the real kubectl against it.
+//!
+//! `BERTH_TEST_STORE=etcd` runs every server on etcd instead of the embedded store: each
+//! [`Berth`] started without a `--store` of its own gets a private single-member etcd on
+//! loopback (killed when the `Berth` is dropped) and `--store etcd://…` for it.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+/// A real etcd (one member or a cluster) on loopback, shared with berth-store's tests.
+#[path = "../../../berth-store/tests/etcd_server/mod.rs"]
+pub mod etcd_server;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +24,19 @@ pub struct Berth {
     pub run_as: Option<(u32, u32)>,
     /// Extra environment for the server process (e.g. a test failpoint).
     pub env: Vec<(String, String)>,
+    /// The private etcd this server keeps its state in under `BERTH_TEST_STORE=etcd`; dropped
+    /// (killed) after the server.
+    pub etcd: Option<etcd_server::EtcdCluster>,
+}
+
+/// Whether `BERTH_TEST_STORE` asks for servers on etcd (`etcd`) or the embedded store (unset,
+/// empty or `sqlite`).
+pub fn test_store_is_etcd() -> bool {
+    match std::env::var("BERTH_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => false,
+        Ok("etcd") => true,
+        Ok(other) => panic!("BERTH_TEST_STORE={other:?}: expected etcd or sqlite"),
+    }
 }
 
 /// A pod bridge name and /24 that no other server of this test process uses, and (by the
@@ -89,6 +110,14 @@ impl Berth {
         if !extra_args.iter().any(|a| a == "--service-node-port-range") {
             extra_args.extend(["--service-node-port-range".into(), node_ports]);
         }
+        let own_store = extra_args
+            .iter()
+            .any(|a| a == "--store" || a.starts_with("--store="));
+        let etcd = (test_store_is_etcd() && !own_store).then(|| {
+            let etcd = etcd_server::EtcdCluster::start(1);
+            extra_args.extend(["--store".into(), etcd.store_url("")]);
+            etcd
+        });
         Berth {
             child: None,
             dir,
@@ -96,6 +125,7 @@ impl Berth {
             extra_args,
             run_as: None,
             env: Vec::new(),
+            etcd,
         }
     }
 
