@@ -119,6 +119,49 @@ impl StoreUrl {
     }
 }
 
+/// The file in `<data>/store` that records the store `berth up` last served this data dir
+/// from. A data dir moved to etcd must not come back up on its old embedded store just because
+/// `--store` was left out: that would silently serve the cluster as it was before the move,
+/// beside the same certificates and pods.
+const RECORD_FILE: &str = "backend";
+
+/// The store the data dir's last `berth up` used, if recorded.
+fn recorded(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join("store").join(RECORD_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Records that the data dir's cluster is served from `url`.
+fn record(data_dir: &Path, url: &StoreUrl) -> anyhow::Result<()> {
+    let store_dir = data_dir.join("store");
+    berth_apiserver::files::ensure_private_dir(&store_dir)
+        .with_context(|| format!("cannot create {}", store_dir.display()))?;
+    let path = store_dir.join(RECORD_FILE);
+    berth_apiserver::files::write_private(&path, format!("{url}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Refuses the embedded store for a data dir whose cluster was last served from etcd. Moving
+/// to etcd, or between etcd clusters, is always the user's explicit `--store`; only falling
+/// back to the embedded store can happen by omission.
+fn check_recorded(url: &StoreUrl, data_dir: &Path) -> anyhow::Result<()> {
+    match (recorded(data_dir)?, url) {
+        (Some(was), StoreUrl::Sqlite) if was != "sqlite" => anyhow::bail!(
+            "{dir} keeps its cluster in etcd ({was}): start it with `--store {was}`. To move \
+             the cluster back to the embedded store, export it (`berth store export --store \
+             {was}`) and import it into a new data dir; to start over on this data dir's \
+             embedded store, remove {record}",
+            dir = data_dir.display(),
+            record = data_dir.join("store").join(RECORD_FILE).display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// An open store and what keeps the data dir locked while it is used.
 pub struct Opened {
     pub store: Arc<dyn Store>,
@@ -129,6 +172,13 @@ pub struct Opened {
 /// Opens the store `berth up` serves from, holding the data dir's lock either way: the data
 /// dir keeps the certificates, tokens and pods' files, which one berth owns.
 pub async fn open_for_up(url: &StoreUrl, data_dir: &Path) -> anyhow::Result<Opened> {
+    check_recorded(url, data_dir)?;
+    let opened = open_unchecked_for_up(url, data_dir).await?;
+    record(data_dir, url)?;
+    Ok(opened)
+}
+
+async fn open_unchecked_for_up(url: &StoreUrl, data_dir: &Path) -> anyhow::Result<Opened> {
     let store_dir = data_dir.join("store");
     match url {
         StoreUrl::Sqlite => {
@@ -265,6 +315,8 @@ struct ReadAll {
 /// `berth store export`: writes the whole store, read at one revision, to `output` (stdout
 /// when `None`).
 pub async fn export(url: &StoreUrl, data_dir: &Path, output: Option<&Path>) -> anyhow::Result<()> {
+    // The embedded store of a data dir moved to etcd holds the cluster as it was before.
+    check_recorded(url, data_dir)?;
     let opened = open_offline(url, data_dir, false).await?;
     let all = read_all(opened.store.as_ref())
         .await
@@ -523,6 +575,26 @@ fn decode(text: &[u8]) -> Result<Vec<(String, Bytes)>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_dir_moved_to_etcd_refuses_the_embedded_store_by_omission() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sqlite: StoreUrl = "sqlite".parse().expect("sqlite");
+        let etcd: StoreUrl = "etcd://127.0.0.1:2379".parse().expect("etcd");
+        // Nothing recorded (a new data dir, or one from before the record): anything goes.
+        check_recorded(&sqlite, dir.path()).expect("a new data dir");
+        record(dir.path(), &sqlite).expect("record");
+        check_recorded(&etcd, dir.path()).expect("moving to etcd is explicit");
+        record(dir.path(), &etcd).expect("record");
+        check_recorded(&etcd, dir.path()).expect("the same store");
+        let refused = check_recorded(&sqlite, dir.path()).expect_err("back by omission");
+        let message = refused.to_string();
+        assert!(
+            message.contains("keeps its cluster in etcd (etcd://127.0.0.1:2379")
+                && message.contains("--store etcd://127.0.0.1:2379"),
+            "{message}"
+        );
+    }
 
     fn entries() -> Vec<(String, Bytes)> {
         vec![

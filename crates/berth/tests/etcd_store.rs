@@ -336,6 +336,25 @@ fn berth_on_etcd_serves_kubectl_and_keeps_objects_across_restarts() {
     let sc = k.ok(&["get", "storageclass", "-o", "name"]);
     assert!(sc.contains("local-path"), "{sc}");
 
+    // Left out, `--store` would mean this data dir's embedded store, which is not where its
+    // cluster lives: refused, naming the store to use.
+    berth.kill();
+    let (ok, stderr, _) = run_berth(
+        &[
+            "up",
+            "--data-dir",
+            data.to_str().expect("UTF-8 path"),
+            "--listen",
+            &listen,
+            "--disable-agent",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        !ok && stderr.contains(&format!("start it with `--store {url}`")),
+        "{stderr}"
+    );
+
     // The same data dir on a fresh, empty etcd: a new cluster, which gets the built-in
     // StorageClasses although this data dir has installed them once already.
     let fresh = EtcdCluster::start(1);
