@@ -1,6 +1,8 @@
 //! This machine as a Node object: what it has (capacity, allocatable, nodeInfo, addresses),
 //! registering it, and keeping it alive — a Lease in `kube-node-lease` renewed every 10 s, and
-//! the Node's status (conditions with their heartbeat) posted every minute, as kubelet does.
+//! the Node's status computed every 10 s and posted when it differs from the server's (someone
+//! else, the node lifecycle controller say, wrote over it) or at least every 5 minutes, as
+//! kubelet does.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,8 +25,12 @@ use crate::Error;
 /// kubelet's defaults: renew the Lease every 10 s, declare it valid for 40 s.
 pub const LEASE_DURATION_SECONDS: i32 = 40;
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
-/// How often the Node's status (conditions' heartbeat) is posted when nothing changed.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(60);
+/// kubelet's nodeStatusUpdateFrequency: how often the status is computed and compared with
+/// the Node's.
+pub const STATUS_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
+/// kubelet's nodeStatusReportFrequency: how often the status (conditions' heartbeat) is posted
+/// when nothing changed; the Lease is the node's heartbeat.
+pub const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// kubelet's default `--max-pods`.
 pub const DEFAULT_MAX_PODS: i64 = 110;
 
@@ -252,12 +258,57 @@ pub async fn post_status(
     machine: &Machine,
     previous: Option<&NodeStatus>,
 ) -> Result<Node, Error> {
-    let api: Api<Node> = Api::all(client.clone());
     let status = node_status(machine, Timestamp::now(), previous);
+    patch_status(client, name, &status).await
+}
+
+async fn patch_status(client: &Client, name: &str, status: &NodeStatus) -> Result<Node, Error> {
+    let api: Api<Node> = Api::all(client.clone());
     let patch = serde_json::json!({ "status": status });
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::api("posting node status"))
+}
+
+/// Whether `desired` says something the server's `current` status does not, heartbeat times
+/// aside (they move at every computation).
+pub fn status_changed(current: Option<&NodeStatus>, desired: &NodeStatus) -> bool {
+    let without_heartbeats = |status: Option<&NodeStatus>| {
+        let mut value = status
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or_default();
+        if let Some(conditions) = value
+            .get_mut("conditions")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for condition in conditions.iter_mut().filter_map(|c| c.as_object_mut()) {
+                condition.remove("lastHeartbeatTime");
+            }
+        }
+        value
+    };
+    crate::status::differs(
+        &without_heartbeats(current),
+        &without_heartbeats(Some(desired)),
+    )
+}
+
+/// One of kubelet's node status updates: reads the Node, computes its status, and posts it
+/// when it differs from the server's or when `report_due`. Returns whether it posted.
+pub async fn update_status(
+    client: &Client,
+    name: &str,
+    machine: &Machine,
+    report_due: bool,
+) -> Result<bool, Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let node = api.get(name).await.map_err(Error::api("reading node"))?;
+    let desired = node_status(machine, Timestamp::now(), node.status.as_ref());
+    if !report_due && !status_changed(node.status.as_ref(), &desired) {
+        return Ok(false);
+    }
+    patch_status(client, name, &desired).await?;
+    Ok(true)
 }
 
 /// Creates or renews the node's Lease in `kube-node-lease`.
@@ -301,16 +352,18 @@ pub async fn renew_lease(client: &Client, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Keeps the node alive until `stop` resolves: Lease renewals every 10 s and a status post
-/// every minute. Failures are logged and retried at the next tick; the node goes NotReady
+/// Keeps the node alive until `stop` resolves: Lease renewals every 10 s, and every 10 s a
+/// status update that posts when the server's status differs or 5 minutes have passed since
+/// the last post. Failures are logged and retried at the next tick; the node goes NotReady
 /// only in the eyes of a node controller that sees the Lease expire.
 pub async fn heartbeat(client: Client, name: String, machine: Machine) {
     let mut lease_tick = tokio::time::interval(LEASE_RENEW_INTERVAL);
-    let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
+    let mut status_tick = tokio::time::interval(STATUS_UPDATE_INTERVAL);
     lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Both intervals fire at once; registration just posted the status.
     status_tick.tick().await;
+    let mut reported = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = lease_tick.tick() => {
@@ -319,10 +372,11 @@ pub async fn heartbeat(client: Client, name: String, machine: Machine) {
                 }
             }
             _ = status_tick.tick() => {
-                let api: Api<Node> = Api::all(client.clone());
-                let previous = api.get_opt(&name).await.ok().flatten().and_then(|n| n.status);
-                if let Err(e) = post_status(&client, &name, &machine, previous.as_ref()).await {
-                    tracing::warn!(error = %e, "cannot post the node status");
+                let due = reported.elapsed() >= STATUS_REPORT_INTERVAL;
+                match update_status(&client, &name, &machine, due).await {
+                    Ok(true) => reported = tokio::time::Instant::now(),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot update the node status"),
                 }
             }
         }
@@ -358,6 +412,41 @@ mod tests {
                 .as_deref(),
             Some("Debian GNU/Linux 12 (bookworm)")
         );
+    }
+
+    #[test]
+    fn status_changes_only_when_the_servers_differs_beyond_heartbeats() {
+        let posted = node_status(&machine(), Timestamp::from_second(1000).unwrap(), None);
+        // Computed again later: only the heartbeats moved.
+        let later = node_status(
+            &machine(),
+            Timestamp::from_second(1010).unwrap(),
+            Some(&posted),
+        );
+        assert!(!status_changed(Some(&posted), &later));
+        // The node lifecycle controller set Ready=Unknown: the next computation differs.
+        let mut unknown = posted.clone();
+        for c in unknown.conditions.iter_mut().flatten() {
+            if c.type_ == "Ready" {
+                c.status = "Unknown".into();
+                c.reason = Some("NodeStatusUnknown".into());
+            }
+        }
+        let later = node_status(
+            &machine(),
+            Timestamp::from_second(1020).unwrap(),
+            Some(&unknown),
+        );
+        assert!(status_changed(Some(&unknown), &later));
+        // Capacity changed, or no status at all.
+        let mut smaller = posted.clone();
+        smaller
+            .capacity
+            .as_mut()
+            .unwrap()
+            .insert("cpu".into(), Quantity("1".into()));
+        assert!(status_changed(Some(&smaller), &posted));
+        assert!(status_changed(None, &posted));
     }
 
     #[test]

@@ -248,6 +248,39 @@ pub fn pod_status(facts: &PodFacts, init: &[ContainerView], app: &[ContainerView
     }
 }
 
+/// Whether posting `desired` (a status as JSON, sent as a merge patch) would change `current`
+/// (the status the API server holds, as JSON): kubelet compares its status with the server's,
+/// not with what it posted last, so what others wrote over it (the node lifecycle controller's
+/// Ready=False, say) is put back. Objects are compared on `desired`'s keys only, as a merge
+/// patch leaves the others alone; `conditions` by type, so a condition someone else owns (a
+/// readiness gate's, DisruptionTarget) is no difference; any other list must be equal, as the
+/// patch replaces it whole.
+pub fn differs(current: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (current, desired) {
+        (Value::Object(current), Value::Object(desired)) => {
+            desired.iter().any(|(key, want)| match current.get(key) {
+                None => !want.is_null(),
+                Some(have) if key == "conditions" => conditions_differ(have, want),
+                Some(have) => differs(have, want),
+            })
+        }
+        (current, desired) => current != desired,
+    }
+}
+
+fn conditions_differ(current: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    let (Some(current), Some(desired)) = (current.as_array(), desired.as_array()) else {
+        return current != desired;
+    };
+    desired.iter().any(|want| {
+        current
+            .iter()
+            .find(|have| have.get("type") == want.get("type"))
+            .is_none_or(|have| have != want)
+    })
+}
+
 fn terminated(t: &Termination) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: t.exit_code,
@@ -496,6 +529,42 @@ mod tests {
             condition(&status, "Initialized").last_transition_time,
             Some(Time(ts(20)))
         );
+    }
+
+    #[test]
+    fn differs_only_where_a_merge_patch_would_change_the_server_status() {
+        use serde_json::json;
+        let desired = json!({
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "a", "ready": true}],
+        });
+        // Equal, or with more than the agent says (fields and conditions others own).
+        assert!(!differs(&desired, &desired));
+        let mut current = desired.clone();
+        current["nominatedNodeName"] = json!("x");
+        current["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .insert(0, json!({"type": "DisruptionTarget", "status": "True"}));
+        assert!(!differs(&current, &desired));
+        // Someone else's Ready=False, a container's readiness, a missing field, no status.
+        let mut other = current.clone();
+        other["conditions"][1]["status"] = json!("False");
+        assert!(differs(&other, &desired));
+        let mut other = current.clone();
+        other["containerStatuses"][0]["ready"] = json!(false);
+        assert!(differs(&other, &desired));
+        let mut other = current.clone();
+        other["containerStatuses"][0]["restartCount"] = json!(0);
+        assert!(differs(&other, &desired), "a list is replaced whole");
+        let mut other = current.clone();
+        other.as_object_mut().unwrap().remove("phase");
+        assert!(differs(&other, &desired));
+        let mut other = current;
+        other["conditions"].as_array_mut().unwrap().remove(1);
+        assert!(differs(&other, &desired));
+        assert!(differs(&serde_json::Value::Null, &desired));
     }
 
     #[test]

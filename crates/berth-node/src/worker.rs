@@ -3,11 +3,11 @@
 //! Each pod bound to the node gets one task running [`PodWorker::run`]. It is level-triggered:
 //! every wake-up (the pod object changed, a container exited, a probe flipped, a back-off ran
 //! out) runs [`PodWorker::sync`], which compares what should run with what runs and closes the
-//! gap one step at a time, then posts the status if it changed. Everything it starts is named
+//! gap one step at a time, then posts the status if the API server's differs. Everything it starts is named
 //! after the pod's uid, the container's name and its attempt number, so a restarted agent
 //! finds its containers again ([`PodWorker::adopt`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,7 +112,7 @@ pub struct PodWorker {
     app: Vec<Slot>,
     sandbox_ready: bool,
     start_time: Option<Timestamp>,
-    last_posted: Option<serde_json::Value>,
+    posted: Posted,
     /// A phase decided for the pod as a whole (Failed because an init container failed).
     phase_override: Option<&'static str>,
     /// Why the pod was evicted (an emptyDir over its sizeLimit): the status message.
@@ -150,7 +150,7 @@ impl PodWorker {
             app: Vec::new(),
             sandbox_ready: false,
             start_time: None,
-            last_posted: None,
+            posted: Posted::default(),
             phase_override: None,
             evicted: None,
             pod_ip: None,
@@ -347,6 +347,57 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What the worker last posted, so that a pod the watch has not caught up with yet (it still
+/// shows the status from before the post) does not make it post the same status again.
+#[derive(Default)]
+struct Posted {
+    status: Option<serde_json::Value>,
+    /// resourceVersions that are no newer than the last post: those of the agent's own recent
+    /// posts and of the pods they were based on. Anyone else's write gives a version not here.
+    versions: VecDeque<String>,
+}
+
+impl Posted {
+    /// How many versions are remembered; the watch lags behind by a few at most.
+    const VERSIONS: usize = 8;
+
+    /// Whether `desired` must be posted for `pod` (the pod as the watch last delivered it):
+    /// when the API server's status differs from it, unless the difference is only the watch
+    /// lagging behind the agent's own post of this very status.
+    fn needed(&self, pod: &Pod, desired: &serde_json::Value) -> bool {
+        let current = pod
+            .status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or_default();
+        if !status::differs(&current, desired) {
+            return false;
+        }
+        let stale = pod
+            .metadata
+            .resource_version
+            .as_ref()
+            .is_some_and(|v| self.versions.contains(v));
+        !(stale && self.status.as_ref() == Some(desired))
+    }
+
+    /// Remembers that `status` was posted over `pod`, which gave `written`.
+    fn record(&mut self, pod: &Pod, written: &Pod, status: serde_json::Value) {
+        let versions = [&pod.metadata, &written.metadata]
+            .into_iter()
+            .filter_map(|m| m.resource_version.clone());
+        for version in versions {
+            if !self.versions.contains(&version) {
+                self.versions.push_back(version);
+            }
+        }
+        while self.versions.len() > Self::VERSIONS {
+            self.versions.pop_front();
+        }
+        self.status = Some(status);
     }
 }
 
@@ -933,7 +984,8 @@ impl PodWorker {
         true
     }
 
-    /// Posts the status if it differs from what was last posted; false when posting failed.
+    /// Posts the status if it differs from the API server's (the watched pod's); false when
+    /// posting failed.
     async fn post_status(&mut self, pod: &Pod) -> bool {
         let (init, app) = self.views();
         let facts = PodFacts {
@@ -951,7 +1003,7 @@ impl PodWorker {
         let Ok(value) = serde_json::to_value(&status) else {
             return true;
         };
-        if self.last_posted.as_ref() == Some(&value) {
+        if !self.posted.needed(pod, &value) {
             return true;
         }
         let (Some(name), Some(namespace)) = (&pod.metadata.name, &pod.metadata.namespace) else {
@@ -963,8 +1015,8 @@ impl PodWorker {
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {
-                self.last_posted = Some(value);
+            Ok(written) => {
+                self.posted.record(pod, &written, value);
                 true
             }
             Err(kube::Error::Api(s)) if s.is_not_found() => true,
@@ -1472,5 +1524,51 @@ pub fn remove_pod(
             Err(format!("cannot remove the pod directory: {e}"))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(version: &str, ready: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "resourceVersion": version},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        }))
+        .unwrap()
+    }
+
+    fn status(ready: &str) -> serde_json::Value {
+        json!({"conditions": [{"type": "Ready", "status": ready}]})
+    }
+
+    #[test]
+    fn the_status_is_posted_when_the_servers_differs_not_when_the_agents_own_post_does() {
+        let mut posted = Posted::default();
+        // The server already says it: nothing to post, even never having posted.
+        assert!(!posted.needed(&pod("1", "True"), &status("True")));
+        assert!(posted.needed(&pod("1", "False"), &status("True")));
+        posted.record(&pod("1", "False"), &pod("2", "True"), status("True"));
+        // The watch has not caught up with the post yet: no second post of the same status.
+        assert!(!posted.needed(&pod("1", "False"), &status("True")));
+        assert!(!posted.needed(&pod("2", "True"), &status("True")));
+        // But a new status is posted whatever the version.
+        assert!(posted.needed(&pod("2", "True"), &status("False")));
+        // Someone else wrote Ready=False over the agent's post (the node lifecycle
+        // controller): the agent puts its status back although it posted it already.
+        assert!(posted.needed(&pod("3", "False"), &status("True")));
+        posted.record(&pod("3", "False"), &pod("4", "True"), status("True"));
+        assert!(!posted.needed(&pod("4", "True"), &status("True")));
+        // Only a few versions are remembered.
+        for v in 5..20 {
+            posted.record(
+                &pod(&v.to_string(), "True"),
+                &pod("x", "True"),
+                status("True"),
+            );
+        }
+        assert!(posted.needed(&pod("1", "False"), &status("True")));
     }
 }
