@@ -9,16 +9,15 @@
 //! (a comma-separated subset of `floor,cold,creates,pods,watch`) and `BERTH_BENCH_BINARY` (a
 //! different `berth` to measure, e.g. an older build).
 //!
-//! The client is a lean one written here (hyper's HTTP/1.1 client connection over tokio-rustls,
-//! one keep-alive connection per simulated client), so the client's own CPU cost, which shares
-//! the machine with the server, stays small. One row repeats the concurrent creates through
-//! kube-rs for comparison.
+//! The client is the lean one in `common/api_client.rs` (hyper's HTTP/1.1 client connection
+//! over tokio-rustls, one keep-alive connection per simulated client), so the client's own CPU
+//! cost, which shares the machine with the server, stays small. One row repeats the concurrent
+//! creates through kube-rs for comparison.
 //!
 //! This is a benchmark, not a test: nothing here fails on a missed target; it says so.
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,16 +25,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
 use serde::Deserialize;
-use tokio_rustls::TlsConnector;
 
+use common::api_client::{
+    Call, Conn, Load, REQUEST_TIMEOUT, Target, configmap, connect_all, create_namespace, gather,
+    load, post_configmap, thousands,
+};
 use common::{Latencies, Phases, Report, Server, ms};
 
 // ---------------------------------------------------------------------------------------------
@@ -108,8 +105,6 @@ const TARGET_IDLE_RSS_KIB: u64 = 30 * 1024;
 
 /// The whole bench is killed (servers and temp dirs cleaned up) if it runs longer than this.
 const DEADLINE: Duration = Duration::from_secs(600);
-/// No single request may take longer than this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a stopped server may take to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -142,181 +137,10 @@ impl Server {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A lean HTTPS client: one HTTP/1.1 keep-alive connection per simulated client.
-
-#[derive(Clone)]
-struct Target {
-    port: u16,
-    auth: HeaderValue,
-    tls: TlsConnector,
-}
-
-impl Target {
-    fn load(data_dir: &Path, port: u16) -> anyhow::Result<Target> {
-        let token = std::fs::read_to_string(data_dir.join("admin.token"))
-            .context("read admin.token")?
-            .trim()
-            .to_string();
-        if token.is_empty() {
-            bail!("admin.token is empty");
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = data_dir.join("pki/ca.crt");
-        for cert in CertificateDer::pem_file_iter(&ca).context("read pki/ca.crt")? {
-            roots
-                .add(cert.context("parse pki/ca.crt")?)
-                .context("add CA")?;
-        }
-        if roots.is_empty() {
-            bail!("no certificate in pki/ca.crt yet");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Target {
-            port,
-            auth: HeaderValue::from_str(&format!("Bearer {token}")).context("token header")?,
-            tls: TlsConnector::from(Arc::new(config)),
-        })
-    }
-
-    async fn connect(&self) -> anyhow::Result<Conn> {
-        let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
-            .await
-            .context("TCP connect")?;
-        tcp.set_nodelay(true).context("nodelay")?;
-        let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
-        let tls = self.tls.connect(name, tcp).await.context("TLS handshake")?;
-        let (sender, connection) = http1::handshake(TokioIo::new(tls))
-            .await
-            .context("HTTP handshake")?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Conn {
-            sender,
-            auth: self.auth.clone(),
-        })
-    }
-}
-
-struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    auth: HeaderValue,
-}
-
-impl Conn {
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> anyhow::Result<http::Response<Incoming>> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "127.0.0.1")
-            .header(header::AUTHORIZATION, self.auth.clone())
-            .header(header::ACCEPT, "application/json");
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(body.unwrap_or_default()))
-            .context("build request")?;
-        self.sender.ready().await.context("connection not ready")?;
-        self.sender
-            .send_request(request)
-            .await
-            .context("send request")
-    }
-
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> anyhow::Result<(StatusCode, Bytes)> {
-        let work = async {
-            let response = self.send(method, path, body).await?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .context("read response body")?
-                .to_bytes();
-            Ok((status, bytes))
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, work)
-            .await
-            .context("request timed out")?
-    }
-
-    async fn expect(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-        want: StatusCode,
-    ) -> anyhow::Result<Bytes> {
-        let (status, bytes) = self.call(method.clone(), path, body).await?;
-        if status != want {
-            bail!(
-                "{method} {path}: got {status}, want {want}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-        }
-        Ok(bytes)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Statistics
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn thousands(n: f64) -> String {
-    let n = n.round() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// What a fixed-count load run measured.
-struct Load {
-    count: usize,
-    wall: Duration,
-    latencies: Latencies,
-}
-
-impl Load {
-    fn rate(&self) -> f64 {
-        self.count as f64 / self.wall.as_secs_f64()
-    }
-    fn summary(&self) -> String {
-        format!(
-            "{}/s  (p50 {}, p99 {}, max {}; {} in {:.2} s)",
-            thousands(self.rate()),
-            ms(self.latencies.median()),
-            ms(self.latencies.pct(99.0)),
-            ms(self.latencies.max()),
-            thousands(self.count as f64),
-            self.wall.as_secs_f64()
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -477,40 +301,6 @@ fn cold_starts(
 // ---------------------------------------------------------------------------------------------
 // 1, 2. Fixed-count loads
 
-/// One request of a load: method, path, body and the status it must get.
-type Call = (Method, String, Option<Bytes>, StatusCode);
-
-/// One keep-alive connection per client. Connection setup is not timed.
-async fn connect_all(target: &Target, clients: usize) -> anyhow::Result<Vec<Conn>> {
-    let mut conns = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        conns.push(target.connect().await?);
-    }
-    Ok(conns)
-}
-
-/// Waits for the tasks of a load of `total` requests started at `started`, and gathers their
-/// latencies.
-async fn gather(
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
-    total: usize,
-    started: Instant,
-    what: &str,
-) -> anyhow::Result<Load> {
-    let mut all = Vec::with_capacity(total);
-    for task in tasks {
-        all.extend(
-            task.await
-                .with_context(|| format!("{what} task panicked"))??,
-        );
-    }
-    Ok(Load {
-        count: total,
-        wall: started.elapsed(),
-        latencies: Latencies::new(all),
-    })
-}
-
 /// Open loop: request `i` is due at `start + i / rate`, sent by client `i % clients`. When a
 /// client falls behind, latency counts from when the request was due (so queueing shows rather
 /// than hiding behind a late send: no coordinated omission).
@@ -556,76 +346,10 @@ where
     gather(tasks, total, started, "paced").await
 }
 
-/// Runs `total` requests over `clients` connections (each client takes the next index until
-/// none is left). `make(i)` gives the request. Connection setup is not timed.
-async fn load<F>(target: &Target, clients: usize, total: usize, make: F) -> anyhow::Result<Load>
-where
-    F: Fn(usize) -> Call + Send + Sync + 'static,
-{
-    let conns = connect_all(target, clients).await?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let make = Arc::new(make);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for mut conn in conns {
-        let next = next.clone();
-        let make = make.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(total / clients + 1);
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let (method, path, body, want) = make(i);
-                let t = Instant::now();
-                conn.expect(method, &path, body, want).await?;
-                latencies.push(t.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    gather(tasks, total, started, "load").await
-}
-
-fn configmap(name: &str) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","labels":{{"bench":"creates"}}}},"data":{{"greeting":"hello","payload":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}}}"#
-    ))
-}
-
-/// The request that creates the ConfigMap `<prefix>-NNNNNN` (NNNNNN = `i`) at `path`.
-fn post_configmap(
-    path: &'static str,
-    prefix: &'static str,
-) -> impl Fn(usize) -> Call + Send + Sync + 'static {
-    move |i| {
-        (
-            Method::POST,
-            path.to_string(),
-            Some(configmap(&format!("{prefix}-{i:06}"))),
-            StatusCode::CREATED,
-        )
-    }
-}
-
 fn pod(name: &str) -> Bytes {
     Bytes::from(format!(
         r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"app":"bench"}}}},"spec":{{"containers":[{{"name":"main","image":"busybox:1.36","command":["sleep","3600"],"resources":{{"requests":{{"cpu":"10m","memory":"16Mi"}}}}}}]}}}}"#
     ))
-}
-
-async fn create_namespace(conn: &mut Conn, name: &str) -> anyhow::Result<()> {
-    let body =
-        format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}"}}}}"#);
-    conn.expect(
-        Method::POST,
-        "/api/v1/namespaces",
-        Some(Bytes::from(body)),
-        StatusCode::CREATED,
-    )
-    .await?;
-    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,6 @@
 //! What the benches share: the cleanup registry and its watchdog, the `berth up` child, the
-//! latency statistics, the results table and the description of the machine.
+//! latency statistics, the results table and the description of the machine; the lean HTTPS
+//! client and its fixed-count loads are in `api_client`.
 //!
 //! Each bench takes this in with `mod common;` (Cargo does not make `benches/common/mod.rs` a
 //! bench of its own). What only one bench needs stays in that bench, including its own methods
@@ -15,6 +16,9 @@ use anyhow::{Context, bail};
 
 #[allow(dead_code)] // The control-plane bench runs no pods.
 pub mod pods;
+
+#[allow(dead_code)] // Each API bench drives the server with a different part of it.
+pub mod api_client;
 
 /// `cargo bench` passes --bench; `cargo test --benches` does not, and a bench is no test. Says
 /// how to run the bench `name` when it is not run as one.
