@@ -29,6 +29,7 @@
 //! - [`nodelifecycle`]: nodes that stop heartbeating go Unknown and get the unreachable
 //!   taints, their pods lose readiness; [`nodelifecycle::eviction`] deletes the pods of
 //!   NoExecute-tainted nodes that do not tolerate it (taint-based eviction);
+//! - [`nodeipam`]: each node's pod CIDR, a subnet of the cluster CIDR (`--allocate-node-cidrs`);
 //!
 //! What they share:
 //!
@@ -48,6 +49,7 @@ pub mod expectations;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod pods;
@@ -71,6 +73,9 @@ pub struct Config {
     /// How long a node may go without heartbeats before it counts as unreachable
     /// (`--node-monitor-grace-period`, 40 s; `--node-startup-grace-period`, 60 s).
     pub node_grace: nodelifecycle::Grace,
+    /// The cluster CIDR cut into node subnets (`--cluster-cidr`, `--node-cidr-mask-size`):
+    /// when set, Nodes without a podCIDR get one (`--allocate-node-cidrs`).
+    pub node_cidrs: Option<nodeipam::Range>,
 }
 
 /// Runs every controller while this process holds the controller lease, until `stop`
@@ -114,5 +119,10 @@ async fn run_controllers(client: Client, config: Config, stop: watch::Receiver<b
         protection::run(client.clone(), stopped(stop.clone())),
         nodelifecycle::run(client.clone(), config.node_grace, stopped(stop.clone())),
         nodelifecycle::eviction::run(client.clone(), stopped(stop.clone())),
+        async {
+            if let Some(range) = config.node_cidrs {
+                nodeipam::run(client.clone(), range, stopped(stop.clone())).await;
+            }
+        },
     );
 }

@@ -15,6 +15,7 @@
 pub mod ipam;
 pub mod link;
 pub mod proxy;
+pub mod routes;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -59,6 +60,25 @@ pub struct Cidr {
 impl Cidr {
     pub fn prefix(&self) -> u8 {
         self.prefix
+    }
+
+    /// The network address (`10.42.0.0` of 10.42.0.0/16).
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// The first subnet of prefix `prefix` (`10.42.0.0/24` of 10.42.0.0/16 and 24): what the
+    /// node of `berth up` takes of the cluster CIDR. A network no larger than that is itself.
+    pub fn first_subnet(&self, prefix: u8) -> Cidr {
+        Cidr {
+            network: self.network,
+            prefix: self.prefix.max(prefix.min(32)),
+        }
+    }
+
+    /// Whether the two networks share an address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.network) || other.contains(self.network)
     }
 
     fn mask(&self) -> u32 {
@@ -310,6 +330,11 @@ mod tests {
         assert_eq!(cidr.to_string(), "10.42.0.0/16");
         assert_eq!(cidr.address(10), Some(Ipv4Addr::new(10, 42, 0, 10)));
         assert_eq!(cidr.address(1 << 16), None);
+        let first = cidr.first_subnet(24);
+        assert_eq!(first.to_string(), "10.42.0.0/24");
+        assert!(first.overlaps(&cidr) && cidr.overlaps(&first));
+        assert!(!first.overlaps(&"10.42.1.0/24".parse().expect("valid")));
+        assert_eq!(first.first_subnet(16), first);
         for bad in [
             "10.42.0.0",
             "10.42.0.1/16",

@@ -179,12 +179,12 @@ fn libc_enodev() -> i32 {
     rustix::io::Errno::NODEV.raw_os_error()
 }
 
-fn netlink(e: rtnetlink::Error) -> NetError {
+pub(crate) fn netlink(e: rtnetlink::Error) -> NetError {
     NetError::Netlink(e.to_string())
 }
 
 /// EEXIST from an add means someone (an earlier attempt) already did it.
-fn exists_is_fine(e: rtnetlink::Error) -> Result<(), NetError> {
+pub(crate) fn exists_is_fine(e: rtnetlink::Error) -> Result<(), NetError> {
     match &e {
         rtnetlink::Error::NetlinkError(m)
             if m.raw_code() == -rustix::io::Errno::EXIST.raw_os_error() =>
@@ -239,7 +239,10 @@ fn open_netns(path: &Path) -> Result<OwnedFd, NetError> {
 
 /// Runs `work` with a netlink handle of `netns` (the host's when `None`) on a thread of its
 /// own, which enters the namespace first, and waits for it.
-fn in_namespace<F, Fut>(netns: Option<std::os::fd::BorrowedFd<'_>>, work: F) -> Result<(), NetError>
+pub(crate) fn in_namespace<F, Fut>(
+    netns: Option<std::os::fd::BorrowedFd<'_>>,
+    work: F,
+) -> Result<(), NetError>
 where
     F: FnOnce(Handle) -> Fut + Send,
     Fut: std::future::Future<Output = Result<(), NetError>>,

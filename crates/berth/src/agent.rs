@@ -32,6 +32,8 @@ pub const SERVING_REQUEST_TYPE: &str = "berth.dev/agent-serving";
 const SERVING_REQUEST_NAMESPACE: &str = "kube-system";
 /// How long a joining node waits for its certificate.
 const SERVING_WAIT: Duration = Duration::from_secs(30);
+/// How long a joining node waits for the controllers to give its Node a podCIDR.
+const POD_CIDR_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -61,6 +63,12 @@ pub struct AgentArgs {
     /// address need it. Checked against the `kubernetes` Service's cluster IP, which is in it.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: String,
+    /// This node's pod addresses (kubelet's `--pod-cidr`), written into its Node if it has
+    /// none. Default: the podCIDR the server's controllers give the Node (a subnet of the
+    /// server's `--cluster-cidr`), or this agent's `--cluster-cidr` when that is no larger
+    /// than `--node-cidr-mask-size`.
+    #[arg(long)]
+    pod_cidr: Option<String>,
     #[command(flatten)]
     agent: AgentFlags,
 }
@@ -83,15 +91,27 @@ pub(crate) struct NodeSetup {
     /// Whether this node serves the cluster DNS (and writes the `kube-dns` Service): only the
     /// node of `berth up` does; other nodes' pods reach it through the Service.
     pub serve_dns: bool,
+    /// This node's pod addresses: its Node's podCIDR, a share of the cluster CIDR.
+    pub pod_cidr: berth_net::Cidr,
+    /// Whether this node writes `pod_cidr` into its Node once the agent registered it (the
+    /// node of `berth up`, which chose it itself); a joined node's Node has it already.
+    pub publish_pod_cidr: bool,
 }
 
 impl NodeSetup {
     /// The node of `berth up`: the credentials the API server wrote into the data dir's PKI,
-    /// loopback, a free port (which keeps two berths on one machine apart) and the cluster DNS.
-    pub fn control_plane(data_dir: &Path) -> anyhow::Result<NodeSetup> {
+    /// `node_ip`, a free port (which keeps two berths on one machine apart), the cluster DNS
+    /// and `pod_cidr`, which it writes into its Node itself.
+    pub fn control_plane(
+        data_dir: &Path,
+        node_ip: IpAddr,
+        pod_cidr: berth_net::Cidr,
+    ) -> anyhow::Result<NodeSetup> {
         let pki = berth_apiserver::tls::Pki::new(data_dir);
         Ok(NodeSetup {
-            node_ip: IpAddr::from([127, 0, 0, 1]),
+            node_ip,
+            pod_cidr,
+            publish_pod_cidr: true,
             kubelet_port: 0,
             serving: Serving {
                 cert_pem: read(&pki.agent_cert())?,
@@ -144,11 +164,29 @@ async fn join(args: AgentArgs) -> anyhow::Result<()> {
         None => node_ip_towards(&args.server).await?,
     };
     let serving = request_serving(&client, &data_dir, &node_name, node_ip).await?;
+    let explicit = match &args.pod_cidr {
+        Some(text) => Some(
+            text.parse::<berth_net::Cidr>()
+                .with_context(|| format!("--pod-cidr {text}"))?,
+        ),
+        None => {
+            let cluster: berth_net::Cidr = args
+                .agent
+                .cluster_cidr
+                .parse()
+                .with_context(|| format!("--cluster-cidr {}", args.agent.cluster_cidr))?;
+            (cluster.prefix() >= args.agent.node_cidr_mask_size).then_some(cluster)
+        }
+    };
+    let machine = berth_node::node::Machine::probe(&data_dir, node_ip, args.kubelet_port);
+    let pod_cidr = node_pod_cidr(&client, &node_name, &machine, explicit).await?;
     let setup = NodeSetup {
         node_ip,
         kubelet_port: args.kubelet_port,
         serving,
         serve_dns: false,
+        pod_cidr,
+        publish_pod_cidr: false,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let agent = crate::spawn_agent(
@@ -175,6 +213,85 @@ async fn join(args: AgentArgs) -> anyhow::Result<()> {
     }
     tracing::info!("berth agent stopped");
     Ok(())
+}
+
+/// This node's pod CIDR, as its Node carries it. The Node is made here (as the node agent
+/// would register it) so that it exists before the pod network does: with `explicit` in its
+/// spec, else the controllers give it one, which this waits for.
+async fn node_pod_cidr(
+    client: &kube::Client,
+    node_name: &str,
+    machine: &berth_node::node::Machine,
+    explicit: Option<berth_net::Cidr>,
+) -> anyhow::Result<berth_net::Cidr> {
+    use k8s_openapi::api::core::v1::{Node, NodeSpec};
+    let api = Api::<Node>::all(client.clone());
+    let wanted = explicit.map(|c| c.to_string());
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(node_name.to_string()),
+            labels: Some(
+                [
+                    ("kubernetes.io/hostname", node_name),
+                    ("kubernetes.io/os", "linux"),
+                    ("kubernetes.io/arch", machine.info.architecture.as_str()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: wanted.clone(),
+            pod_cidrs: wanted.clone().map(|c| vec![c]),
+            ..NodeSpec::default()
+        }),
+        status: None,
+    };
+    match api.create(&PostParams::default(), &node).await {
+        Ok(_) => tracing::info!(node = node_name, "registered the node"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).context("cannot register this node"),
+    }
+    let deadline = tokio::time::Instant::now() + POD_CIDR_WAIT;
+    loop {
+        let node = api
+            .get(node_name)
+            .await
+            .context("cannot read this node's Node")?;
+        match (berth_controllers::nodeipam::pod_cidr(&node), &wanted) {
+            (Some(have), Some(want)) if have != want => anyhow::bail!(
+                "node {node_name} has the podCIDR {have}, not --pod-cidr {want} (a podCIDR cannot change)"
+            ),
+            (Some(have), _) => {
+                return have
+                    .parse()
+                    .with_context(|| format!("node {node_name}'s podCIDR {have}"));
+            }
+            (None, Some(want)) => {
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": node.metadata.resource_version},
+                    "spec": {"podCIDR": want, "podCIDRs": [want]},
+                });
+                let params = kube::api::PatchParams::default();
+                if let Err(e) = api
+                    .patch(node_name, &params, &kube::api::Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::debug!(error = %e, "cannot write this node's podCIDR yet");
+                }
+            }
+            (None, None) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "node {node_name} got no podCIDR from the server's controllers in {} s (is its cluster CIDR exhausted? see its CIDRNotAvailable events); pass --pod-cidr",
+                POD_CIDR_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A client of `server` trusting `ca_pem`, sending `token`; no kubeconfig file is written.

@@ -69,6 +69,12 @@ struct AgentFlags {
     /// `--cluster-cidr`).
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
+    /// The prefix length of each node's share of `--cluster-cidr`, its Node's `spec.podCIDR`
+    /// (kube-controller-manager's `--node-cidr-mask-size`): the node of `berth up` takes the
+    /// first, the controllers give every other node the lowest free one. A cluster CIDR no
+    /// larger than that is one node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// The host bridge pods are plugged into.
     #[arg(long, default_value = "berth0")]
     pod_bridge: String,
@@ -117,6 +123,11 @@ enum Command {
         /// The name this machine registers as a Node (default: its hostname).
         #[arg(long)]
         node_name: Option<String>,
+        /// The address this machine's Node reports (kubelet's `--node-ip`), where the API
+        /// server and other nodes reach it; default loopback. The node agent's certificate
+        /// covers loopback and the `--listen` address, so pass that one.
+        #[arg(long)]
+        node_ip: Option<std::net::IpAddr>,
         /// Run only the control plane (API server and scheduler), no node agent: this machine
         /// runs no pods (as k3s's `--disable-agent`).
         #[arg(long)]
@@ -298,6 +309,7 @@ fn main() -> anyhow::Result<()> {
             service_cidr,
             service_node_port_range,
             node_name,
+            node_ip,
             disable_agent,
             disable_controller_manager,
             node_monitor_grace_period_seconds,
@@ -316,9 +328,13 @@ fn main() -> anyhow::Result<()> {
                 Duration::from_secs(compaction_interval_seconds.max(1)),
                 (service_cidr, service_node_port_range),
                 (!disable_controller_manager)
-                    .then(|| controllers_config(node_monitor_grace_period_seconds)),
+                    .then(|| controllers_config(node_monitor_grace_period_seconds, &agent))
+                    .transpose()?,
                 !disable_storage_classes,
-                (!disable_agent).then(|| (node_name.unwrap_or_else(default_node_name), agent)),
+                (!disable_agent).then(|| {
+                    let node_ip = node_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+                    (node_name.unwrap_or_else(default_node_name), node_ip, agent)
+                }),
             ))
         }
         Command::Agent(args) => {
@@ -398,6 +414,12 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             let drivers = csi_drivers(&Arc::new(berth_storage::Storage::new(&data_dir)));
             let cleaned = runtime.block_on(berth_node::down_with(&data_dir, &exe, &drivers))?;
+            // The routes to other nodes' pods (this network namespace's, marked as berth's).
+            match berth_net::routes::teardown(&berth_net::routes::Netlink) {
+                Ok(0) => {}
+                Ok(n) => println!("removed {n} route(s) to other nodes' pods"),
+                Err(e) => tracing::debug!(error = %e, "cannot remove routes to other nodes' pods"),
+            }
             println!(
                 "stopped and removed {cleaned} pod(s) from {}",
                 data_dir.display()
@@ -587,7 +609,7 @@ async fn up(
     ),
     controllers: Option<berth_controllers::Config>,
     storage_classes: bool,
-    agent: Option<(String, AgentFlags)>,
+    agent: Option<(String, std::net::IpAddr, AgentFlags)>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     berth_apiserver::files::ensure_private_dir(&data_dir)
@@ -630,9 +652,12 @@ async fn up(
     // Nodes that join with `berth agent` get their serving certificates signed here.
     agent::spawn_serving_signer(client.clone(), &data_dir, stop_rx.clone());
     let agent = match agent {
-        Some((node_name, flags)) => {
+        Some((node_name, node_ip, flags)) => {
             let services = service_cidr.to_string();
-            let setup = agent::NodeSetup::control_plane(&data_dir)?;
+            let cluster = cluster_cidr(&flags)?;
+            // The first node subnet, on the Node from its start: no waiting for the controllers.
+            let pod_cidr = cluster.first_subnet(flags.node_cidr_mask_size);
+            let setup = agent::NodeSetup::control_plane(&data_dir, node_ip, pod_cidr)?;
             spawn_agent(
                 client, &data_dir, node_name, flags, &services, setup, stop_rx,
             )
@@ -680,10 +705,25 @@ async fn admin_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Clie
 }
 
 /// The controllers' settings from `berth up`'s flags.
-fn controllers_config(node_monitor_grace_period_seconds: u64) -> berth_controllers::Config {
+fn controllers_config(
+    node_monitor_grace_period_seconds: u64,
+    flags: &AgentFlags,
+) -> anyhow::Result<berth_controllers::Config> {
     let mut config = berth_controllers::Config::default();
     config.node_grace.monitor = Duration::from_secs(node_monitor_grace_period_seconds.max(1));
-    config
+    let range =
+        berth_controllers::nodeipam::Range::new(&flags.cluster_cidr, flags.node_cidr_mask_size)
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr or --node-cidr-mask-size: {e}"))?;
+    config.node_cidrs = Some(range);
+    Ok(config)
+}
+
+/// `--cluster-cidr`, parsed.
+fn cluster_cidr(flags: &AgentFlags) -> anyhow::Result<berth_net::Cidr> {
+    flags
+        .cluster_cidr
+        .parse()
+        .with_context(|| format!("--cluster-cidr {}", flags.cluster_cidr))
 }
 
 /// Resolves when berth is stopping (or the sender is gone, which also means that).
@@ -726,13 +766,30 @@ async fn spawn_agent(
     config.pids_limit = flags.pod_max_pids.max(1);
     config.max_pods = flags.max_pods.max(0);
     config.log_max_bytes = flags.container_log_max_mib.max(1) * 1024 * 1024;
+    let cluster_cidr = cluster_cidr(&flags)?;
     config.allowed_host_paths = flags.allowed_host_paths;
+    // This node's share of the cluster CIDR: its Node's podCIDR.
     let network = berth_net::NetworkConfig {
         bridge: flags.pod_bridge,
-        cidr: flags
-            .cluster_cidr
-            .parse()
-            .with_context(|| format!("--cluster-cidr {}", flags.cluster_cidr))?,
+        cidr: setup.pod_cidr,
+    };
+    if setup.publish_pod_cidr {
+        spawn_publish_pod_cidr(&client, &node_name, setup.pod_cidr, stop.clone());
+    }
+    // Routes to the other nodes' pods; removed when the node stops, so the returned task
+    // waits for them.
+    let routes = {
+        let local = berth_net::routes::Local {
+            node_name: node_name.clone(),
+            pod_cidr: setup.pod_cidr,
+            node_ip: setup.node_ip,
+        };
+        tokio::spawn(berth_net::routes::run(
+            client.clone(),
+            local,
+            Arc::new(berth_net::routes::Netlink),
+            stopping(stop.clone()),
+        ))
     };
     let service_cidr: berth_net::Cidr = service_cidr
         .parse()
@@ -754,7 +811,14 @@ async fn spawn_agent(
         dns_service_ip.map(Into::into)
     };
     if !flags.disable_kube_proxy {
-        spawn_proxy(&client, &node_name, &network, service_cidr, stop.clone());
+        spawn_proxy(
+            &client,
+            &node_name,
+            &network.bridge,
+            cluster_cidr,
+            service_cidr,
+            stop.clone(),
+        );
     }
     config.pod_network = Some(network);
     // The built-in provisioners run beside the agent: their volumes live on this node. One
@@ -775,6 +839,7 @@ async fn spawn_agent(
         if let Err(e) = agent.run(stopping(stop)).await {
             tracing::error!(error = %e, "the node agent stopped");
         }
+        let _ = routes.await;
     }))
 }
 
@@ -803,14 +868,17 @@ impl berth_node::CsiDriver for LocalExt4 {
 fn spawn_proxy(
     client: &kube::Client,
     node_name: &str,
-    network: &berth_net::NetworkConfig,
+    bridge: &str,
+    cluster_cidr: berth_net::Cidr,
     service_cidr: berth_net::Cidr,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // The whole cluster CIDR, not this node's share: traffic from any node's pods is "from a
+    // pod".
     let config = berth_net::proxy::ProxyConfig {
         node_name: node_name.to_string(),
-        bridge: network.bridge.clone(),
-        cluster_cidr: network.cidr,
+        bridge: bridge.to_string(),
+        cluster_cidr,
         service_cidr,
         sysctl_root: PathBuf::from("/proc/sys"),
     };
@@ -819,6 +887,63 @@ fn spawn_proxy(
     tokio::spawn(async move {
         if let Err(e) = proxy.run(client, stopping(stop)).await {
             tracing::error!(error = %e, "the service proxy stopped; Services are not reachable through their addresses");
+        }
+    });
+}
+
+/// Writes `pod_cidr` into the Node `node_name` once the node agent has registered it without
+/// one (with a resourceVersion precondition: podCIDR is written once, then immutable). A
+/// different podCIDR already there is reported: this node's pods are then not where the other
+/// nodes route that Node's pods.
+fn spawn_publish_pod_cidr(
+    client: &kube::Client,
+    node_name: &str,
+    pod_cidr: berth_net::Cidr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use k8s_openapi::api::core::v1::Node;
+    let api = kube::Api::<Node>::all(client.clone());
+    let name = node_name.to_string();
+    let publish = async move {
+        let cidr = pod_cidr.to_string();
+        loop {
+            match api.get_opt(&name).await {
+                Ok(Some(node)) => match berth_controllers::nodeipam::pod_cidr(&node) {
+                    Some(have) if have == cidr => return,
+                    Some(have) => {
+                        tracing::error!(node = %name, %have, want = %cidr, "the Node has another podCIDR than this node's pod network uses");
+                        return;
+                    }
+                    None => {
+                        let patch = serde_json::json!({
+                            "metadata": {"resourceVersion": node.metadata.resource_version},
+                            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+                        });
+                        let params = kube::api::PatchParams::default();
+                        match api
+                            .patch(&name, &params, &kube::api::Patch::Merge(&patch))
+                            .await
+                        {
+                            Ok(_) => {
+                                tracing::info!(node = %name, %cidr, "the Node carries its pod CIDR");
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "cannot write the Node's podCIDR yet")
+                            }
+                        }
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot read the Node yet"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            () = publish => {}
+            () = stopping(stop) => {}
         }
     });
 }
