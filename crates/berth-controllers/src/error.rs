@@ -2,6 +2,8 @@
 //! failure with back-off, except the failures that only a change to the object can cure
 //! ([`Error::needs_change`]): those wait for that change instead of retrying in vain.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 /// A controller's failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -84,5 +86,40 @@ pub fn api_message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The identifying fields of an object as the API server returns it (it always carries them):
+/// a missing one is [`Error::Incomplete`] naming the field, never a panic.
+pub(crate) struct Stored<'a> {
+    kind: &'a str,
+    meta: &'a ObjectMeta,
+}
+
+impl<'a> Stored<'a> {
+    pub(crate) fn new(kind: &'a str, meta: &'a ObjectMeta) -> Self {
+        Stored { kind, meta }
+    }
+
+    fn field(&self, value: &'a Option<String>, path: &'static str) -> Result<&'a str, Error> {
+        value
+            .as_deref()
+            .ok_or_else(|| Error::Incomplete(self.kind.to_string(), path))
+    }
+
+    pub(crate) fn namespace(&self) -> Result<&'a str, Error> {
+        self.field(&self.meta.namespace, "metadata.namespace")
+    }
+
+    pub(crate) fn name(&self) -> Result<&'a str, Error> {
+        self.field(&self.meta.name, "metadata.name")
+    }
+
+    pub(crate) fn resource_version(&self) -> Result<&'a str, Error> {
+        self.field(&self.meta.resource_version, "metadata.resourceVersion")
+    }
+
+    pub(crate) fn uid(&self) -> Result<&'a str, Error> {
+        self.field(&self.meta.uid, "metadata.uid")
     }
 }

@@ -248,20 +248,10 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> 
 /// Sets the pod's Ready condition False (its reason and message kept, its transition now),
 /// as upstream's `MarkPodsNotReady`, with the resourceVersion it was decided from.
 async fn mark_not_ready(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<(), Error> {
-    let incomplete = |field| Error::Incomplete("Pod".into(), field);
-    let meta = &pod.metadata;
-    let namespace = meta
-        .namespace
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.namespace"))?;
-    let name = meta
-        .name
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.name"))?;
-    let version = meta
-        .resource_version
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.resourceVersion"))?;
+    let stored = crate::error::Stored::new("Pod", &pod.metadata);
+    let namespace = stored.namespace()?;
+    let name = stored.name()?;
+    let version = stored.resource_version()?;
     // A strategic merge patch merges conditions by type: only Ready changes.
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": version},

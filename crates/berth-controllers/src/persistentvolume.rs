@@ -196,32 +196,17 @@ async fn run_volumes(client: Client, stop: impl Future<Output = ()>) {
 }
 
 fn key(claim: &PersistentVolumeClaim) -> Result<(&str, &str, &str), Error> {
-    let incomplete = |field| Error::Incomplete("PersistentVolumeClaim".into(), field);
-    let meta = &claim.metadata;
+    let stored = crate::error::Stored::new("PersistentVolumeClaim", &claim.metadata);
     Ok((
-        meta.namespace
-            .as_deref()
-            .ok_or_else(|| incomplete("metadata.namespace"))?,
-        meta.name
-            .as_deref()
-            .ok_or_else(|| incomplete("metadata.name"))?,
-        meta.resource_version
-            .as_deref()
-            .ok_or_else(|| incomplete("metadata.resourceVersion"))?,
+        stored.namespace()?,
+        stored.name()?,
+        stored.resource_version()?,
     ))
 }
 
 fn volume_key(volume: &PersistentVolume) -> Result<(&str, &str), Error> {
-    let incomplete = |field| Error::Incomplete("PersistentVolume".into(), field);
-    let meta = &volume.metadata;
-    Ok((
-        meta.name
-            .as_deref()
-            .ok_or_else(|| incomplete("metadata.name"))?,
-        meta.resource_version
-            .as_deref()
-            .ok_or_else(|| incomplete("metadata.resourceVersion"))?,
-    ))
+    let stored = crate::error::Stored::new("PersistentVolume", &volume.metadata);
+    Ok((stored.name()?, stored.resource_version()?))
 }
 
 /// The claim loop's one reconcile: [`decide::plan_claim`] over the caches, carried out.

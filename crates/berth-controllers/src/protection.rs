@@ -215,15 +215,10 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let meta = object.meta();
-    let incomplete = |field| Error::Incomplete(K::kind(&()).into(), field);
-    let name = meta
-        .name
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.name"))?;
-    let version = meta
-        .resource_version
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.resourceVersion"))?;
+    let kind = K::kind(&());
+    let stored = crate::error::Stored::new(&kind, meta);
+    let name = stored.name()?;
+    let version = stored.resource_version()?;
     let rest: Vec<&String> = meta
         .finalizers
         .iter()

@@ -92,20 +92,10 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::await_change());
     }
 
-    let incomplete = |field| Error::Incomplete("Service".into(), field);
-    let meta = &service.metadata;
-    let namespace = meta
-        .namespace
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.namespace"))?;
-    let name = meta
-        .name
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.name"))?;
-    let version = meta
-        .resource_version
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.resourceVersion"))?;
+    let stored = crate::error::Stored::new("Service", &service.metadata);
+    let namespace = stored.namespace()?;
+    let name = stored.name()?;
+    let version = stored.resource_version()?;
     // A merge patch replaces the list whole; `null` removes it, leaving `loadBalancer: {}`.
     let ingress = if wanted.is_empty() {
         serde_json::Value::Null

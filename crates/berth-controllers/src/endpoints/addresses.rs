@@ -33,18 +33,9 @@ pub fn managed_selector(service: &Service) -> Option<&BTreeMap<String, String>> 
 /// The namespace and name of a Service whose endpoints the controllers fill, or `None` for
 /// one they leave to its user (see [`managed_selector`]).
 pub fn managed_service(service: &Service) -> Result<Option<(String, String)>, crate::Error> {
-    let incomplete = |field| crate::Error::Incomplete("Service".into(), field);
-    let namespace = service
-        .metadata
-        .namespace
-        .clone()
-        .ok_or_else(|| incomplete("metadata.namespace"))?;
-    let name = service
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| incomplete("metadata.name"))?;
-    Ok(managed_selector(service).map(|_| (namespace, name)))
+    let stored = crate::error::Stored::new("Service", &service.metadata);
+    let (namespace, name) = (stored.namespace()?, stored.name()?);
+    Ok(managed_selector(service).map(|_| (namespace.to_string(), name.to_string())))
 }
 
 /// The Service selects the pod: same namespace, and every selector label matches.

@@ -192,20 +192,10 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> 
 
 /// Marks `pod` a disruption target and deletes it (gracefully, only that uid).
 async fn evict(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<(), Error> {
-    let incomplete = |field| Error::Incomplete("Pod".into(), field);
-    let meta = &pod.metadata;
-    let namespace = meta
-        .namespace
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.namespace"))?;
-    let name = meta
-        .name
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.name"))?;
-    let uid = meta
-        .uid
-        .as_deref()
-        .ok_or_else(|| incomplete("metadata.uid"))?;
+    let stored = crate::error::Stored::new("Pod", &pod.metadata);
+    let namespace = stored.namespace()?;
+    let name = stored.name()?;
+    let uid = stored.uid()?;
     let message = format!("Marking for deletion Pod {namespace}/{name}");
     ctx.events
         .record(pod, "Normal", "TaintManagerEviction", &message)
