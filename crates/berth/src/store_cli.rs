@@ -172,9 +172,10 @@ pub struct Opened {
 /// Opens the store `berth up` serves from, holding the data dir's lock either way: the data
 /// dir keeps the certificates, tokens and pods' files, which one berth owns.
 pub async fn open_for_up(url: &StoreUrl, data_dir: &Path) -> anyhow::Result<Opened> {
-    check_recorded(url, data_dir)?;
+    let cannot = || format!("cannot open the store in {}", data_dir.display());
+    check_recorded(url, data_dir).with_context(cannot)?;
     let opened = open_unchecked_for_up(url, data_dir).await?;
-    record(data_dir, url)?;
+    record(data_dir, url).with_context(cannot)?;
     Ok(opened)
 }
 
