@@ -430,20 +430,22 @@ fn two_nodes_on_a_shared_link_run_pods_that_reach_each_other() {
         );
     }
 
-    // Cluster DNS from the second node: its pods' resolver is the kube-dns Service, whose
-    // server is on the first node's bridge.
-    for name in [
-        "kubernetes.default.svc.cluster.local",
-        "web.default.svc.cluster.local",
-    ] {
-        let answer = eventually(&format!("{name} resolves on second"), T, || {
-            let run = kubectl.run(&["exec", "client-second", "--", "nslookup", name]);
-            (run.code == 0)
-                .then(|| run.stdout.clone())
-                .ok_or(format!("{}{}", run.stdout, run.stderr))
-        });
-        if name.starts_with("web") {
-            assert!(answer.contains(&cluster_ip), "{answer}");
+    // Cluster DNS from both nodes: pods' resolver is the kube-dns Service, whose server is on
+    // the first node's bridge (reached from the second through the proxy and the route).
+    for client in ["client-first", "client-second"] {
+        for name in [
+            "kubernetes.default.svc.cluster.local",
+            "web.default.svc.cluster.local",
+        ] {
+            let answer = eventually(&format!("{name} resolves in {client}"), T, || {
+                let run = kubectl.run(&["exec", client, "--", "nslookup", name]);
+                (run.code == 0)
+                    .then(|| run.stdout.clone())
+                    .ok_or(format!("{}{}", run.stdout, run.stderr))
+            });
+            if name.starts_with("web") {
+                assert!(answer.contains(&cluster_ip), "{answer}");
+            }
         }
     }
     let answer = eventually("http://web/ from second", T, || {
