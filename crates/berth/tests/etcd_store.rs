@@ -20,6 +20,23 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// An object moved between stores is the same object: uid, creation time, data and spec.
+#[track_caller]
+fn assert_moved_intact(before: &Value, after: &Value, what: impl std::fmt::Debug) {
+    for field in [
+        "/metadata/uid",
+        "/metadata/creationTimestamp",
+        "/data",
+        "/spec",
+    ] {
+        assert_eq!(
+            after.pointer(field),
+            before.pointer(field),
+            "{what:?} {field}"
+        );
+    }
+}
+
 fn object(k: &Kubectl, kind: &str, name: &str) -> Value {
     json(&k.ok(&["get", kind, name, "-o", "json"]))
 }
@@ -713,17 +730,7 @@ fn export_and_import_move_a_cluster_to_etcd_and_back_with_uids_and_data() {
     berth.launch();
     let k = berth.kubectl();
     for (original, name) in originals.iter().zip(names) {
-        let moved = get(&k, name);
-        assert_eq!(
-            moved["metadata"]["uid"], original["metadata"]["uid"],
-            "{name:?}"
-        );
-        assert_eq!(moved["data"], original["data"], "{name:?}");
-        assert_eq!(moved["spec"], original["spec"], "{name:?}");
-        assert_eq!(
-            moved["metadata"]["creationTimestamp"],
-            original["metadata"]["creationTimestamp"]
-        );
+        assert_moved_intact(original, &get(&k, name), name);
     }
     // The cluster IP stays allocated to its Service.
     let ip = originals[4]["spec"]["clusterIP"]
@@ -774,12 +781,7 @@ fn export_and_import_move_a_cluster_to_etcd_and_back_with_uids_and_data() {
     back.launch();
     let k = back.kubectl();
     for (before, name) in on_etcd.iter().zip(names) {
-        let now = get(&k, name);
-        assert_eq!(
-            now["metadata"]["uid"], before["metadata"]["uid"],
-            "{name:?}"
-        );
-        assert_eq!(now["data"], before["data"], "{name:?}");
+        assert_moved_intact(before, &get(&k, name), name);
     }
     assert_eq!(object(&k, "cm", "settings")["data"]["color"], "green");
     assert_eq!(
