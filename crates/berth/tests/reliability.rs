@@ -1,8 +1,9 @@
 //! Reliability cases from the study in `/work/shared/reliability-cases.md`, run against the real
 //! `berth up` through its HTTPS API: crash recovery (A1, A2, A7), API concurrency, watch and list
 //! (C1–C5, C7), bad input (D1–D5), authentication and file modes (E1, E2, E5), and a full disk
-//! and an unreadable store under the API (B1, B5). Store-level faults (torn tail, corruption,
-//! fsync failure) are tested in `crates/berth-store`.
+//! and an unreadable store under the API (B1, B5), and a disk that loses unsynced bytes at a power
+//! cut, fails writes or drops them (A4, B3, B4, on `berth-faultfs`). Store-level faults (torn
+//! tail, corruption, fsync failure) are tested in `crates/berth-store`.
 //!
 //! Requests go through [`common::Raw`], so every check sees the exact status code, `reason`,
 //! message and headers. Random choices come from one seed per test, printed at its start; set
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_faultfs::{Counters, Device, FaultFs};
 use common::{Berth, Raw, Reply};
 use serde_json::{Value, json};
 
@@ -759,7 +761,7 @@ async fn a1_kill_9_during_a_write_burst_keeps_acked_writes_and_linearizability()
     let crashes: Vec<Crash> = (0..4)
         .map(|_| Crash::KillAfter(Duration::from_millis(rng.range(300, 1200))))
         .collect();
-    a1_crash_rounds(rng, &[], crashes).await;
+    a1_crash_rounds(rng, &[], crashes, None).await;
 }
 
 /// How a round of the crash tests ends.
@@ -773,8 +775,20 @@ enum Crash {
 
 /// Rounds of: 16 clients write, the server crashes as `crashes` says, restart, check that every
 /// acknowledged write is there and that the history is linearizable (see the module's A1 notes).
-async fn a1_crash_rounds(mut rng: Rng, args: &[&str], crashes: Vec<Crash>) {
-    let mut berth = Berth::start_with(args);
+///
+/// With a `disk`, the data dir is on it and every crash is also a power cut: what berth wrote
+/// and did not fsync is lost before the restart.
+async fn a1_crash_rounds(
+    mut rng: Rng,
+    args: &[&str],
+    crashes: Vec<Crash>,
+    mut disk: Option<&mut FaultDisk>,
+) {
+    let mut berth = match disk.as_deref() {
+        Some(disk) => Berth::start_in(disk.path(), args),
+        None => Berth::start_with(args),
+    };
+    let mut lost_bytes = 0;
     create_namespace(&berth.raw().await, A1_NAMESPACE).await;
     let t0 = Instant::now();
     let mut initial: Vec<Option<Version>> = vec![None; A1_KEYS];
@@ -821,6 +835,9 @@ async fn a1_crash_rounds(mut rng: Rng, args: &[&str], crashes: Vec<Crash>) {
             }
         }
         blocking(|| berth.kill());
+        if let Some(disk) = disk.as_deref_mut() {
+            lost_bytes += disk.power_cycle().lost_bytes;
+        }
         berth.env.clear();
         let dead = t0.elapsed().as_nanos() as u64;
         stop.store(true, Ordering::Relaxed);
@@ -908,6 +925,13 @@ async fn a1_crash_rounds(mut rng: Rng, args: &[&str], crashes: Vec<Crash>) {
         acknowledged >= 30,
         "the bursts acknowledged only {acknowledged} writes"
     );
+    if disk.is_some() {
+        eprintln!("the power cuts lost {lost_bytes} unsynced bytes");
+        assert!(
+            lost_bytes > 0,
+            "the power cuts lost nothing: no fault struck"
+        );
+    }
 }
 
 /// A3 and A8: a crash at each of the store's sync points — just before a group commit, just
@@ -922,7 +946,27 @@ async fn a3_a8_crashes_at_every_sync_point_keep_acked_writes_and_linearizability
         Crash::Failpoint("compact-before-commit:2".into()),
         Crash::Failpoint("compact-after-commit:2".into()),
     ];
-    a1_crash_rounds(rng, &["--compaction-interval-seconds", "1"], crashes).await;
+    a1_crash_rounds(rng, &["--compaction-interval-seconds", "1"], crashes, None).await;
+}
+
+/// A4: the A1 burst on a data dir whose unsynced bytes are lost at every crash: kill -9, then a
+/// power cut of the `berth-faultfs` disk (everything written and not fsync'd is gone, as with
+/// LazyFS), mount again, restart. A store that acknowledged a write before it was durable
+/// would lose it here (the fault file system's own tests show SQLite without syncs losing
+/// commits); berth must keep every acknowledged write, with the A1 linearizability and
+/// revision checks, four rounds over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_power_cuts_that_lose_unsynced_bytes_keep_acked_writes_and_linearizability() {
+    if !is_root() {
+        eprintln!("a4: SKIPPED: mounting a FUSE file system needs root");
+        return;
+    }
+    let mut disk = FaultDisk::new();
+    let mut rng = Rng::for_test("a4");
+    let crashes: Vec<Crash> = (0..4)
+        .map(|_| Crash::KillAfter(Duration::from_millis(rng.range(300, 1200))))
+        .collect();
+    a1_crash_rounds(rng, &[], crashes, Some(&mut disk)).await;
 }
 
 /// The checker itself must be able to fail: a lost acknowledged write and a stale read are caught.
@@ -2753,6 +2797,165 @@ fn run(command: &str, args: &[&str]) -> Result<String, String> {
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A data dir's disk on `berth-faultfs`: a FUSE file system that keeps writes in a cache until
+/// they are fsync'd, whose power can be cut and whose device can fail or drop writes (as
+/// dm-flakey does; device-mapper is not available on these machines, FUSE is).
+struct FaultDisk {
+    // Fields drop in order: unmount, then remove the mount point, then the backing directory.
+    fs: Option<FaultFs>,
+    mountpoint: tempfile::TempDir,
+    backing: tempfile::TempDir,
+}
+
+impl FaultDisk {
+    fn new() -> FaultDisk {
+        let backing = tempfile::tempdir().expect("backing dir");
+        let mountpoint = tempfile::tempdir().expect("mount point");
+        let fs = FaultFs::mount(backing.path(), mountpoint.path()).expect("mount berth-faultfs");
+        FaultDisk {
+            fs: Some(fs),
+            mountpoint,
+            backing,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.mountpoint.path()
+    }
+
+    fn set_device(&self, device: Device) {
+        self.fs.as_ref().expect("mounted").set_device(device);
+    }
+
+    /// The power goes and comes back: unsynced writes are lost and the file system is mounted
+    /// again with a healthy device. Kill the server first.
+    fn power_cycle(&mut self) -> Counters {
+        let counters = self.fs.take().expect("mounted").power_cut();
+        self.fs =
+            Some(FaultFs::mount(self.backing.path(), self.mountpoint.path()).expect("mount again"));
+        counters
+    }
+}
+
+/// Creates `count` ConfigMaps `<prefix>-<i>`; returns each one's resourceVersion.
+async fn create_acked(raw: &Raw, prefix: &str, count: usize) -> BTreeMap<String, i64> {
+    let mut acked = BTreeMap::new();
+    for i in 0..count {
+        let name = format!("{prefix}-{i}");
+        let reply = raw
+            .post(
+                &configmaps("default"),
+                &configmap(&name, json!({"i": i.to_string()})),
+            )
+            .await
+            .expect("post");
+        acked.insert(name, rv_of(&expect_ok(&reply, 201)));
+    }
+    acked
+}
+
+/// Every one of `acked` is listed with its resourceVersion.
+fn assert_all_there(listed: &BTreeMap<String, i64>, acked: &BTreeMap<String, i64>, when: &str) {
+    for (name, rv) in acked {
+        assert_eq!(listed.get(name), Some(rv), "{name}, acknowledged, {when}");
+    }
+}
+
+/// B3: the disk under a running server starts failing writes (`berth-faultfs`'s ErrorWrites,
+/// as dm-flakey's error_writes): as B2, the write in flight gets 503 and so does every later
+/// one, even once the device works again — the data the failed sync held is lost, and berth
+/// does not pretend otherwise; health says so and reads keep working. After the device is
+/// swapped back, a power cycle and a restart, every write acknowledged before the fault is
+/// there, none refused is, and revisions go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_a_device_that_fails_writes_stops_acknowledgements_and_loses_nothing_acked() {
+    if !is_root() {
+        eprintln!("b3: SKIPPED: mounting a FUSE file system needs root");
+        return;
+    }
+    let mut disk = FaultDisk::new();
+    let mut berth = Berth::start_in(disk.path(), &[]);
+    let raw = berth.raw().await;
+    let acked = create_acked(&raw, "b3", 5).await;
+    disk.set_device(Device::ErrorWrites);
+    let reply = raw
+        .post(&configmaps("default"), &configmap("b3-failed", json!({})))
+        .await
+        .expect("post");
+    let message = expect_status(&reply, 503, "ServiceUnavailable");
+    assert!(message.contains("store unavailable"), "{message}");
+    let ready = raw.get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status, 500, "{}", ready.text());
+    assert!(ready.text().contains("store"), "{}", ready.text());
+    let (listed, _) = list_configmaps(&raw, "default").await;
+    assert_all_there(&listed, &acked, "readable while the device fails");
+    disk.set_device(Device::Healthy);
+    let reply = raw
+        .post(&configmaps("default"), &configmap("b3-after", json!({})))
+        .await
+        .expect("post");
+    expect_status(&reply, 503, "ServiceUnavailable");
+    blocking(|| berth.kill());
+    let counters = disk.power_cycle();
+    assert!(counters.failed_syncs > 0, "{counters:?}");
+    blocking(|| berth.launch());
+    let raw = berth.raw().await;
+    let (listed, _) = list_configmaps(&raw, "default").await;
+    assert_all_there(&listed, &acked, "survives the failing device");
+    for refused in ["b3-failed", "b3-after"] {
+        assert!(!listed.contains_key(refused), "{refused} was refused");
+    }
+    let max = acked.values().max().copied().unwrap_or(0);
+    let after = create_acked(&raw, "b3-restart", 1).await;
+    assert!(
+        after.values().all(|rv| *rv > max),
+        "revision went backwards"
+    );
+    let ready = raw.get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+}
+
+/// B4: the disk starts dropping writes while reporting success (`berth-faultfs`'s DropWrites,
+/// as dm-flakey's drop_writes), berth is killed and the power goes. Nothing can keep the writes
+/// acknowledged while the disk lied, and they are gone (which shows the fault struck); every
+/// write acknowledged before it survives; the store berth restarts on is whole (it checks it at
+/// open and would refuse a torn one; the disk holds an older consistent state, so it starts)
+/// and revisions go on above everything that survived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b4_a_disk_that_drops_writes_then_loses_power_keeps_what_was_acked_before() {
+    if !is_root() {
+        eprintln!("b4: SKIPPED: mounting a FUSE file system needs root");
+        return;
+    }
+    let mut disk = FaultDisk::new();
+    let mut berth = Berth::start_in(disk.path(), &[]);
+    let raw = berth.raw().await;
+    let before = create_acked(&raw, "b4-before", 20).await;
+    disk.set_device(Device::DropWrites);
+    let lied = create_acked(&raw, "b4-lied", 20).await;
+    blocking(|| berth.kill());
+    let counters = disk.power_cycle();
+    assert!(counters.dropped_syncs > 0, "{counters:?}");
+    blocking(|| berth.launch());
+    let raw = berth.raw().await;
+    let (listed, _) = list_configmaps(&raw, "default").await;
+    assert_all_there(&listed, &before, "before the disk lied, survives");
+    for name in lied.keys() {
+        assert!(
+            !listed.contains_key(name),
+            "{name} was only ever on a disk that dropped it"
+        );
+    }
+    let max = before.values().max().copied().unwrap_or(0);
+    let after = create_acked(&raw, "b4-restart", 1).await;
+    assert!(
+        after.values().all(|rv| *rv > max),
+        "revision went backwards"
+    );
+    let ready = raw.get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
 }
 
 /// A small ext4 file system in an image file, loop-mounted on a temporary directory. Dropping
