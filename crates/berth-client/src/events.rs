@@ -131,6 +131,75 @@ impl Recorder {
     }
 }
 
+/// What [`EventQueue`] sends its recorder task.
+enum Queued {
+    Record {
+        object: Box<ObjectReference>,
+        type_: String,
+        reason: String,
+        message: String,
+    },
+    /// Forget what was written about objects whose uid is not in the set.
+    Retain(std::collections::HashSet<String>),
+    Forget(String),
+}
+
+/// A [`Recorder`] on a task of its own: `record` queues the event and returns at once, so the
+/// caller's work (a scheduling pass, a pod's sync) never waits for an event's durable write.
+/// Events are written in the order queued; one that cannot be written is logged and dropped,
+/// as client-go's event broadcaster does.
+#[derive(Clone)]
+pub struct EventQueue(tokio::sync::mpsc::UnboundedSender<Queued>);
+
+impl Recorder {
+    /// Moves the recorder onto a task; the task ends when every [`EventQueue`] is dropped.
+    pub fn spawn(mut self) -> (EventQueue, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(queued) = rx.recv().await {
+                match queued {
+                    Queued::Record {
+                        object,
+                        type_,
+                        reason,
+                        message,
+                    } => {
+                        if let Err(error) = self.record(&object, &type_, &reason, &message).await {
+                            tracing::debug!(%error, "cannot record an event");
+                        }
+                    }
+                    Queued::Retain(uids) => self.retain(|uid| uids.contains(uid)),
+                    Queued::Forget(uid) => self.retain(|u| u != uid),
+                }
+            }
+        });
+        (EventQueue(tx), task)
+    }
+}
+
+impl EventQueue {
+    /// Queues `reason`/`message` (type Normal or Warning) about `object`.
+    pub fn record(&self, object: ObjectReference, type_: &str, reason: &str, message: &str) {
+        // The task is gone only when its owner is shutting down: the event goes with it.
+        let _ = self.0.send(Queued::Record {
+            object: Box::new(object),
+            type_: type_.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    /// Forgets what was written about objects whose uid is not in `uids`.
+    pub fn retain(&self, uids: std::collections::HashSet<String>) {
+        let _ = self.0.send(Queued::Retain(uids));
+    }
+
+    /// Forgets what was written about the object with this uid (it is gone).
+    pub fn forget(&self, uid: &str) {
+        let _ = self.0.send(Queued::Forget(uid.to_string()));
+    }
+}
+
 /// A reference to `pod` for an event's involvedObject; `field_path` names a container as
 /// kubelet does (`spec.containers{main}`).
 pub fn pod_reference(

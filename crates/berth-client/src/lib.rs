@@ -9,4 +9,4 @@ pub mod events;
 pub mod node_affinity;
 pub mod quantity;
 
-pub use events::{EventError, Recorder, pod_reference};
+pub use events::{EventError, EventQueue, Recorder, pod_reference};

@@ -83,18 +83,6 @@ impl AgentConfig {
     }
 }
 
-/// An event for the recorder task; pod workers never wait for the API to take it.
-enum EventRequest {
-    Record {
-        object: Box<k8s_openapi::api::core::v1::ObjectReference>,
-        type_: String,
-        reason: String,
-        message: String,
-    },
-    /// The pod is gone: its repeat counts need not be remembered any more.
-    Forget(String),
-}
-
 /// What every pod worker shares.
 pub struct Context {
     pub client: Client,
@@ -115,7 +103,8 @@ pub struct Context {
     /// Which pod uids hold each identity (`<namespace>/<name>`) on this node: the ones with a
     /// worker, whose processes may still be alive.
     pub identities: Identities,
-    events: mpsc::UnboundedSender<EventRequest>,
+    /// Pod workers never wait for the API to take an event.
+    events: berth_client::EventQueue,
 }
 
 /// At most one pod per identity on this node: a pod whose name an earlier pod (another uid)
@@ -194,17 +183,17 @@ impl Context {
         reason: &str,
         message: &str,
     ) {
-        let _ = self.events.send(EventRequest::Record {
-            object: Box::new(berth_client::pod_reference(pod, field_path)),
-            type_: type_.to_string(),
-            reason: reason.to_string(),
-            message: message.to_string(),
-        });
+        self.events.record(
+            berth_client::pod_reference(pod, field_path),
+            type_,
+            reason,
+            message,
+        );
     }
 
     /// Drops what the event recorder remembers about pod `uid` (it is gone).
     pub fn forget_events(&self, uid: &str) {
-        let _ = self.events.send(EventRequest::Forget(uid.to_string()));
+        self.events.forget(uid);
     }
 }
 
@@ -305,30 +294,8 @@ impl Agent {
             }
         });
 
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<EventRequest>();
-        let recorder = tokio::spawn({
-            let mut recorder =
-                berth_client::Recorder::new(client.clone(), "kubelet", Some(&config.node_name));
-            async move {
-                while let Some(request) = events_rx.recv().await {
-                    match request {
-                        EventRequest::Record {
-                            object,
-                            type_,
-                            reason,
-                            message,
-                        } => {
-                            if let Err(err) =
-                                recorder.record(&object, &type_, &reason, &message).await
-                            {
-                                tracing::debug!(error = %err, "cannot record an event");
-                            }
-                        }
-                        EventRequest::Forget(uid) => recorder.retain(|u| u != uid),
-                    }
-                }
-            }
-        });
+        let (events, recorder) =
+            berth_client::Recorder::new(client.clone(), "kubelet", Some(&config.node_name)).spawn();
 
         let network = match &config.pod_network {
             Some(network) => Some(Arc::new(
@@ -366,7 +333,7 @@ impl Agent {
                 &config.allowed_host_paths,
                 &config.csi_drivers,
             ),
-            events: events_tx,
+            events,
         });
 
         let server = server::AgentServer::bind(

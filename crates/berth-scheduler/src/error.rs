@@ -23,8 +23,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error(transparent)]
-    Event(#[from] berth_client::EventError),
     #[error("the {0} watch ended before its cache was ready")]
     CacheNotReady(&'static str),
 }

@@ -1,37 +1,36 @@
 //! core/v1 Events about pods, as kube-scheduler records them (`kubectl describe pod` lists
 //! them by `involvedObject`), through the recorder every berth client shares.
 
+use std::collections::HashSet;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 
-use crate::error::Error;
 use crate::schedule::SCHEDULER_NAME;
 
-/// Writes the scheduler's events; repeats are counted on the event already written.
-pub struct Recorder(berth_client::Recorder);
+/// Writes the scheduler's events on a task of its own, so a pass never waits for an event's
+/// durable write before binding the next pod; repeats are counted on the event already written.
+pub struct Recorder(berth_client::EventQueue);
 
 impl Recorder {
+    /// Needs a Tokio runtime: the writing task starts here, and ends with the recorder.
     pub fn new(client: Client) -> Recorder {
-        Recorder(berth_client::Recorder::new(client, SCHEDULER_NAME, None))
+        let (queue, _task) = berth_client::Recorder::new(client, SCHEDULER_NAME, None).spawn();
+        Recorder(queue)
     }
 
-    /// Records `reason`/`message` (type Normal or Warning) against `pod`.
-    pub async fn record(
-        &mut self,
-        pod: &Pod,
-        type_: &str,
-        reason: &str,
-        message: &str,
-    ) -> Result<(), Error> {
-        let object = berth_client::pod_reference(pod, None);
-        self.0
-            .record(&object, type_, reason, message)
-            .await
-            .map_err(Error::Event)
+    /// Queues `reason`/`message` (type Normal or Warning) against `pod`.
+    pub fn record(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
+        self.0.record(
+            berth_client::pod_reference(pod, None),
+            type_,
+            reason,
+            message,
+        );
     }
 
-    /// Drops what is remembered about pods for which `keep` is false.
-    pub fn retain(&mut self, keep: impl FnMut(&str) -> bool) {
-        self.0.retain(keep);
+    /// Forgets what was written about pods whose uid is not in `uids`.
+    pub fn retain(&self, uids: HashSet<String>) {
+        self.0.retain(uids);
     }
 }

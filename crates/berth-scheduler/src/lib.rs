@@ -198,7 +198,12 @@ impl Scheduler {
                 .any(|p| p.metadata.uid.as_deref() == Some(uid))
         };
         self.backoff.retain(is_pending_uid);
-        self.recorder.retain(is_pending_uid);
+        self.recorder.retain(
+            pending
+                .iter()
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect(),
+        );
 
         for pod in pods.iter().filter(|p| !snapshot::is_terminated(p)) {
             let on_node = pod
@@ -304,9 +309,7 @@ impl Scheduler {
                     self.assumed.insert(uid.clone(), node.clone());
                 }
                 let message = format!("Successfully assigned {namespace}/{name} to {node}");
-                self.recorder
-                    .record(pod, "Normal", "Scheduled", &message)
-                    .await?;
+                self.recorder.record(pod, "Normal", "Scheduled", &message);
                 Ok(true)
             }
             Err(fit) => {
@@ -322,8 +325,7 @@ impl Scheduler {
                         })?;
                 }
                 self.recorder
-                    .record(pod, "Warning", "FailedScheduling", &message)
-                    .await?;
+                    .record(pod, "Warning", "FailedScheduling", &message);
                 Ok(false)
             }
         }
