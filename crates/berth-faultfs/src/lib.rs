@@ -6,14 +6,18 @@
 //! the file is fsync'd, as with a kernel page cache over a disk. [`FaultFs::power_cut`] throws the
 //! cache away: whatever was written but not synced is lost, which is what LazyFS does. The disk
 //! under the cache can be switched, as dm-flakey switches a device table ([`Device`]):
-//! `ErrorWrites` fails every sync, and the data that sync should have written is lost (Linux
-//! marks pages clean after a failed writeback, so a later fsync reports success for data that
-//! never reached the disk); `DropWrites` reports every sync as done and writes nothing.
+//! `ErrorWrites` fails every sync, and the data that sync should have written is lost: it stays
+//! readable from the cache, but once the device works again a later fsync reports success
+//! without writing it (Linux marks pages clean after a failed writeback). `DropWrites` reports
+//! every sync as done and writes no data.
 //!
 //! Names and attributes (create, mkdir, rename, unlink, chmod, chown) go straight to the backing
 //! directory, and fail with EIO under `ErrorWrites`: only file contents and sizes are cached. That
-//! is kinder than a real disk, where a new name is durable only once its directory is synced;
-//! the faults tested here are about data.
+//! is kinder than a real disk, where a new name is durable only once its directory is synced
+//! (and a lying device would drop it too); the faults tested here are about data. The model is
+//! also all-or-nothing: a power cut loses every unsynced page and no synced one, never a torn or
+//! reordered subset. A file unlinked while open cannot be read through its open descriptor any
+//! more.
 //!
 //! Only root can mount it (the pure-Rust mount path opens `/dev/fuse` itself).
 
@@ -49,7 +53,7 @@ pub enum Device {
     /// Every sync fails with EIO and the data it should have written is lost; changes to names
     /// and attributes fail with EIO too.
     ErrorWrites,
-    /// Every sync reports success and writes nothing (a disk that lies, then loses power).
+    /// Every sync reports success and writes no data (a disk that lies, then loses power).
     DropWrites,
 }
 
@@ -58,7 +62,8 @@ pub enum Device {
 pub struct Counters {
     /// Bytes written to the backing directory by syncs.
     pub synced_bytes: u64,
-    /// Bytes written by a program and then lost: by a failed or dropped sync, or a power cut.
+    /// Bytes of pages written by a program and then lost (by a failed or dropped sync, a power
+    /// cut, or the file's removal before a sync), counted by the page up to the file's size.
     pub lost_bytes: u64,
     /// Syncs answered with EIO.
     pub failed_syncs: u64,
@@ -103,13 +108,13 @@ impl Cached {
         self.resized || self.pages.values().any(|page| page.dirty)
     }
 
-    /// After a sync that failed or was dropped: nothing is dirty any more, and the disk lacks
-    /// what was.
+    /// After a sync that failed or was dropped: no page is dirty any more, and the disk lacks
+    /// what they held. A pending size change stays pending (a later sync applies it), so bytes
+    /// a truncation removed never come back.
     fn forget_writes(&mut self) {
         for page in self.pages.values_mut() {
             page.dirty = false;
         }
-        self.resized = false;
         self.diverged = true;
     }
 }
@@ -209,7 +214,7 @@ impl FaultFs {
     /// A clean unmount: the cache is written back first (through the current device), as
     /// unmounting syncs a file system.
     pub fn unmount(mut self) -> io::Result<Counters> {
-        let result = lock(&self.state).sync_all();
+        let result = lock(&self.state).sync_then_stop();
         self.detach();
         result.map(|()| lock(&self.state).counters)
     }
@@ -220,17 +225,24 @@ impl FaultFs {
         let Some(session) = self.session.take() else {
             return;
         };
-        // Failures here mean the mount or the connection is already gone.
-        let _ = abort_connection(self.connection);
+        let aborted = abort_connection(self.connection).is_ok();
+        // Fails only if the mount is already gone.
         let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
-        let _ = session.umount_and_join();
+        if aborted {
+            // The session thread reads ENODEV from an aborted connection and ends.
+            let _ = session.join();
+        } else {
+            // Without the abort a program holding a file keeps the connection alive and a join
+            // could wait for ever: the thread ends with the last such file.
+            drop(session);
+        }
     }
 }
 
 impl Drop for FaultFs {
     fn drop(&mut self) {
         if self.session.is_some() {
-            let _ = lock(&self.state).sync_all();
+            let _ = lock(&self.state).sync_then_stop();
             self.detach();
         }
     }
@@ -238,12 +250,13 @@ impl Drop for FaultFs {
 
 const FUSECTL: &str = "/sys/fs/fuse/connections";
 
+/// fusectl's file system magic (`FUSE_CTL_SUPER_MAGIC`).
+const FUSECTL_MAGIC: u64 = 0x6573_5543;
+
 /// Aborts a FUSE connection through fusectl (mounting fusectl if nobody has).
 fn abort_connection(connection: u32) -> io::Result<()> {
-    let abort = Path::new(FUSECTL)
-        .join(connection.to_string())
-        .join("abort");
-    if !abort.exists() {
+    let mounted = rustix::fs::statfs(FUSECTL).is_ok_and(|s| s.f_type as u64 == FUSECTL_MAGIC);
+    if !mounted {
         rustix::mount::mount(
             "fusectl",
             FUSECTL,
@@ -252,7 +265,12 @@ fn abort_connection(connection: u32) -> io::Result<()> {
             None::<&std::ffi::CStr>,
         )?;
     }
-    fs::write(abort, "1")
+    fs::write(
+        Path::new(FUSECTL)
+            .join(connection.to_string())
+            .join("abort"),
+        "1",
+    )
 }
 
 fn lock(state: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -294,11 +312,19 @@ fn disk_page(file: Option<&File>, index: u64, valid: u64) -> io::Result<Box<[u8]
 }
 
 fn system_time(seconds: i64, nanos: i64) -> SystemTime {
+    let nanos = Duration::from_nanos(nanos.clamp(0, 999_999_999) as u64);
     if seconds >= 0 {
-        UNIX_EPOCH + Duration::new(seconds as u64, nanos.clamp(0, 999_999_999) as u32)
+        UNIX_EPOCH + Duration::from_secs(seconds as u64) + nanos
     } else {
-        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(seconds.unsigned_abs()))
+            .map_or(UNIX_EPOCH, |t| t + nanos)
     }
+}
+
+/// New files belong to whoever made them, as on any file system (the daemon runs as root).
+fn owned_by(path: &Path, req: &Request) -> Result<(), Errno> {
+    std::os::unix::fs::lchown(path, Some(req.uid()), Some(req.gid())).map_err(errno)
 }
 
 fn kind(file_type: fs::FileType) -> FileType {
@@ -332,7 +358,9 @@ impl Inner {
     fn forget_path(&mut self, relative: &Path) {
         if let Some(inode) = self.inodes.remove(relative) {
             self.paths.remove(&inode);
-            self.cache.remove(&inode);
+            if let Some(cached) = self.cache.remove(&inode) {
+                self.counters.lost_bytes += cached.dirty_bytes();
+            }
         }
     }
 
@@ -441,6 +469,9 @@ impl Inner {
 
     fn write(&mut self, inode: u64, offset: u64, data: &[u8]) -> Result<(), Errno> {
         self.live()?;
+        if data.is_empty() {
+            return Ok(());
+        }
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         let mut at = offset;
         while at < end {
@@ -509,8 +540,11 @@ impl Inner {
                 for page in cached.pages.values_mut() {
                     page.dirty = false;
                 }
-                cached.resized = false;
-                cached.valid = cached.size;
+                if cached.resized {
+                    // write_back cut the disk's stale bytes off and set the size.
+                    cached.valid = cached.size;
+                    cached.resized = false;
+                }
                 if !cached.diverged {
                     // The disk has it all: reads can go there again.
                     self.cache.remove(&inode);
@@ -531,6 +565,13 @@ impl Inner {
                 result.and(Err(Errno::EIO))
             }
         }
+    }
+
+    /// A clean unmount's last act: write the cache back, then refuse everything.
+    fn sync_then_stop(&mut self) -> io::Result<()> {
+        let result = self.sync_all();
+        self.cut = true;
+        result
     }
 
     fn sync_all(&mut self) -> io::Result<()> {
@@ -660,7 +701,7 @@ impl fuser::Filesystem for Fs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -675,6 +716,7 @@ impl fuser::Filesystem for Fs {
                 .mode(mode & !umask & 0o7777)
                 .create(inner.root.join(&relative))
                 .map_err(errno)?;
+            owned_by(&inner.root.join(&relative), req)?;
             inner.attr_of(&relative)
         })();
         match result {
@@ -715,7 +757,7 @@ impl fuser::Filesystem for Fs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -726,6 +768,7 @@ impl fuser::Filesystem for Fs {
             inner.writable()?;
             let relative = inner.child(parent, link_name)?;
             std::os::unix::fs::symlink(target, inner.root.join(&relative)).map_err(errno)?;
+            owned_by(&inner.root.join(&relative), req)?;
             inner.attr_of(&relative)
         })();
         match result {
@@ -782,17 +825,25 @@ impl fuser::Filesystem for Fs {
         }
     }
 
-    fn open(&self, _req: &Request, inode: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let inner = self.inner();
-        match inner.live().and_then(|()| inner.path(inode)) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+    fn open(&self, _req: &Request, inode: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mut inner = self.inner();
+        let result = inner.live().and_then(|()| inner.path(inode)).and_then(|_| {
+            // The kernel sends O_TRUNC as a setattr unless atomic_o_trunc is negotiated (it is
+            // not); honour it here too in case it ever is.
+            if flags.0 & OFlags::TRUNC.bits() as i32 != 0 {
+                inner.truncate(inode.0, 0)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -812,6 +863,7 @@ impl fuser::Filesystem for Fs {
                 options.create(true);
             }
             options.open(inner.root.join(&relative)).map_err(errno)?;
+            owned_by(&inner.root.join(&relative), req)?;
             let attr = inner.attr_of(&relative)?;
             if flags & OFlags::TRUNC.bits() as i32 != 0 {
                 inner.truncate(attr.ino.0, 0)?;
@@ -959,7 +1011,13 @@ impl fuser::Filesystem for Fs {
     }
 
     fn statfs(&self, _req: &Request, _inode: INodeNo, reply: ReplyStatfs) {
-        let root = self.inner().root.clone();
+        let root = {
+            let inner = self.inner();
+            if let Err(e) = inner.live() {
+                return reply.error(e);
+            }
+            inner.root.clone()
+        };
         match rustix::fs::statvfs(&root) {
             Ok(s) => reply.statfs(
                 s.f_blocks,

@@ -39,7 +39,7 @@ impl Disk {
     }
 
     fn on_disk(&self, name: &str) -> Vec<u8> {
-        fs::read(self.backing.path().join(name)).unwrap_or_default()
+        fs::read(self.backing.path().join(name)).expect("the file is on the backing dir")
     }
 }
 
@@ -116,6 +116,49 @@ fn truncation_is_cached_too_and_holes_read_as_zeros() {
 }
 
 #[test]
+fn bytes_a_truncation_removed_stay_gone_when_the_file_grows_again() {
+    let Some((disk, fs)) = Disk::new() else {
+        return;
+    };
+    let path = disk.file("f");
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .expect("create");
+    file.write_all_at(&[1u8; 10_000], 0).expect("write");
+    file.sync_all().expect("fsync");
+    file.set_len(100).expect("truncate");
+    file.set_len(10_000).expect("extend");
+    let mut expected = vec![1u8; 100];
+    expected.resize(10_000, 0);
+    assert_eq!(
+        read(&path),
+        expected,
+        "the stale bytes on disk are not read"
+    );
+    // A failed sync leaves the size change pending: the next good one still applies it.
+    fs.set_device(Device::ErrorWrites);
+    file.sync_all().expect_err("the device fails");
+    fs.set_device(Device::Healthy);
+    file.write_all_at(&[2u8], 0).expect("write");
+    file.sync_all().expect("fsync");
+    expected[0] = 2;
+    assert_eq!(read(&path), expected);
+    let on_disk = disk.on_disk("f");
+    assert_eq!(on_disk.len(), 10_000);
+    assert_eq!(
+        &on_disk[100..],
+        &expected[100..],
+        "the truncation reached the disk"
+    );
+    drop(file);
+    fs.unmount().expect("unmount");
+}
+
+#[test]
 fn a_failed_sync_loses_the_data_for_good_and_a_lying_device_loses_it_silently() {
     let Some((disk, fs)) = Disk::new() else {
         return;
@@ -137,22 +180,24 @@ fn a_failed_sync_loses_the_data_for_good_and_a_lying_device_loses_it_silently() 
         "new names are refused too"
     );
     fs.set_device(Device::Healthy);
-    // The device works again and the next sync succeeds: it has nothing left to write. Programs
-    // still read what they wrote (the cache keeps it); the disk never gets it.
+    // The device works again and the next sync succeeds. Programs still read what they wrote
+    // (the cache keeps it); the disk gets the new size but never the bytes.
     file.sync_data().expect("fsync");
     assert_eq!(read(&disk.file("f")), b"before failed");
-    assert_eq!(disk.on_disk("f"), b"before");
+    let mut survived = b"before".to_vec();
+    survived.resize(b"before failed".len(), 0);
+    assert_eq!(disk.on_disk("f"), survived);
 
     fs.set_device(Device::DropWrites);
     file.write_all(b" dropped").expect("write");
     file.sync_data().expect("a lying device reports success");
-    assert_eq!(disk.on_disk("f"), b"before");
+    assert_eq!(disk.on_disk("f"), survived);
     drop(file);
     let counters = fs.power_cut();
     assert_eq!(counters.failed_syncs, 1, "{counters:?}");
     assert_eq!(counters.dropped_syncs, 1, "{counters:?}");
     let fs = disk.mount();
-    assert_eq!(read(&disk.file("f")), b"before");
+    assert_eq!(read(&disk.file("f")), survived);
     fs.unmount().expect("unmount");
 }
 
@@ -182,7 +227,7 @@ const WRITER: &str = "FAULTFS_SQLITE_WRITER";
 
 /// Not a test on its own: run by [`rows_after_power_cut`] in a child process (this test binary,
 /// with `FAULTFS_SQLITE_WRITER=<db path>|<synchronous>`), it commits 200 rows one transaction at
-/// a time into a WAL-mode SQLite database on the mount, says so, and aborts: like kill -9,
+/// a time into a WAL-mode SQLite database on the mount, says so, and kills itself with SIGKILL:
 /// nothing is checkpointed or synced at exit.
 #[test]
 fn sqlite_writer() {
@@ -202,7 +247,8 @@ fn sqlite_writer() {
             .expect("insert");
     }
     println!("committed 200");
-    std::process::abort();
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
+        .expect("SIGKILL myself");
 }
 
 fn rows_after_power_cut(synchronous: &str) -> Option<i64> {
