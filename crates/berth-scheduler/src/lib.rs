@@ -4,7 +4,10 @@
 //! Where to start: [`Scheduler::run`] keeps two reflector caches (nodes and pods) and runs
 //! scheduling passes; a pass calls [`Scheduler::reconcile`] — the one reconcile — for each
 //! pending pod that is due. The decision itself has no I/O: [`schedule::schedule`] runs the
-//! [`filter::Filter`]s over a [`snapshot::Snapshot`] and scores what is left.
+//! [`filter::Filter`]s over a [`snapshot::Snapshot`] and scores what is left. A pod placed on a
+//! node is assumed there at once (later decisions of the pass see its requests), and the pass
+//! then sends its bindings, up to [`BIND_CONCURRENCY`] at a time: each is a durable write, and
+//! sent one after another they would cap a burst at one fsync per pod.
 //!
 //! Why reflectors and a loop rather than `kube::runtime::Controller`: scheduling decisions must
 //! be made one after another against one view of the cluster (two pods must not both take a
@@ -43,6 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_client::cache::{AbortOnDrop, watched};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
 };
@@ -57,6 +61,18 @@ pub use error::Error;
 use filter::Filter;
 use queue::Backoff;
 use snapshot::Snapshot;
+
+/// Bindings a pass has in flight at once (kube-scheduler binds in goroutines, unbounded).
+pub const BIND_CONCURRENCY: usize = 16;
+
+/// What [`Scheduler::reconcile`] decided for a pod.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The pod goes to this node: it is assumed there; the binding is still to be sent.
+    Bind(String),
+    /// Not now: no node fits, or its claims are still being bound to the chosen node.
+    Wait,
+}
 
 /// The scheduler: its filters, and what it remembers between passes.
 pub struct Scheduler {
@@ -223,6 +239,7 @@ impl Scheduler {
         let world = world_fingerprint(&nodes, &pods, &volumes);
         let mut snapshot = Snapshot::new(&nodes, &pods, &self.assumed);
         snapshot.volumes = volumes;
+        let mut bindings = Vec::new();
         for pod in pending {
             let fingerprint = pod_fingerprint(world, pod);
             let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -230,10 +247,56 @@ impl Scheduler {
                 continue;
             }
             match self.reconcile(pod, &mut snapshot).await {
-                Ok(true) => self.backoff.forget(&uid),
-                Ok(false) => self.backoff.failed(&uid, fingerprint, Instant::now()),
+                Ok(Placement::Bind(node)) => bindings.push((pod.clone(), uid, fingerprint, node)),
+                Ok(Placement::Wait) => self.backoff.failed(&uid, fingerprint, Instant::now()),
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduling failed; will retry");
+                    self.backoff.failed(&uid, fingerprint, Instant::now());
+                }
+            }
+        }
+        // Owned data and a hand-fed FuturesUnordered: a stream combinator over closures that
+        // borrow makes the pass's future fail the Send check of the task that runs it.
+        let mut queue = bindings.into_iter();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut results = Vec::new();
+        loop {
+            while in_flight.len() < BIND_CONCURRENCY {
+                let Some((pod, uid, fingerprint, node)) = queue.next() else {
+                    break;
+                };
+                let client = self.client.clone();
+                in_flight.push(async move {
+                    let result = bind(&client, &pod, &node).await;
+                    (pod, uid, fingerprint, node, result)
+                });
+            }
+            match in_flight.next().await {
+                Some(result) => results.push(result),
+                None => break,
+            }
+        }
+        for (pod, uid, fingerprint, node, result) in results {
+            match result {
+                Ok(()) => {
+                    self.backoff.forget(&uid);
+                    self.assumed.insert(uid, node.clone());
+                    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+                    let name = pod.metadata.name.as_deref().unwrap_or_default();
+                    tracing::info!(pod = %format!("{namespace}/{name}"), %node, "scheduled");
+                    let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                    self.recorder.record(&pod, "Normal", "Scheduled", &message);
+                }
+                // Bound or being deleted meanwhile: the cache will show it and the pod stops
+                // being pending; nothing to undo.
+                Err(Error::Bind {
+                    source: kube::Error::Api(status),
+                    ..
+                }) if status.is_conflict() => self.backoff.forget(&uid),
+                Err(e) => {
+                    // The pass's snapshot still counts the pod on the node, which only makes the
+                    // rest of this pass more careful; the next pass starts from the caches.
+                    tracing::warn!(error = %e, "binding failed; will retry");
                     self.backoff.failed(&uid, fingerprint, Instant::now());
                 }
             }
@@ -241,8 +304,13 @@ impl Scheduler {
     }
 
     /// The one reconcile: place `pod` (pending, as the cache shows it) or say why it cannot be
-    /// placed. `Ok(true)` when it was bound, `Ok(false)` when no node fits.
-    pub async fn reconcile(&mut self, pod: &Pod, snapshot: &mut Snapshot) -> Result<bool, Error> {
+    /// placed. A placed pod is assumed on its node in `snapshot`; its binding is the caller's
+    /// to send ([`bind`]).
+    pub async fn reconcile(
+        &mut self,
+        pod: &Pod,
+        snapshot: &mut Snapshot,
+    ) -> Result<Placement, Error> {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
@@ -265,52 +333,11 @@ impl Scheduler {
                         })?;
                     tracing::info!(claim = %format!("{namespace}/{claim}"), %node, "selected a node for a claim");
                 }
-                Ok(false)
+                Ok(Placement::Wait)
             }
             Ok(node) => {
-                let binding = Binding {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        namespace: Some(namespace.clone()),
-                        uid: pod.metadata.uid.clone(),
-                        ..Default::default()
-                    },
-                    target: ObjectReference {
-                        api_version: Some("v1".into()),
-                        kind: Some("Node".into()),
-                        name: Some(node.clone()),
-                        ..Default::default()
-                    },
-                };
-                let bound = api
-                    .create_subresource::<_, serde_json::Value>(
-                        "binding",
-                        &name,
-                        &PostParams::default(),
-                        &binding,
-                    )
-                    .await;
-                match bound {
-                    Ok(_) => {}
-                    // Bound or being deleted meanwhile: the cache will show it and the pod
-                    // stops being pending; nothing to undo.
-                    Err(kube::Error::Api(status)) if status.is_conflict() => return Ok(true),
-                    Err(source) => {
-                        return Err(Error::Bind {
-                            pod: format!("{namespace}/{name}"),
-                            node,
-                            source,
-                        });
-                    }
-                }
-                tracing::info!(pod = %format!("{namespace}/{name}"), %node, "scheduled");
                 snapshot.assume(pod, &node);
-                if let Some(uid) = &pod.metadata.uid {
-                    self.assumed.insert(uid.clone(), node.clone());
-                }
-                let message = format!("Successfully assigned {namespace}/{name} to {node}");
-                self.recorder.record(pod, "Normal", "Scheduled", &message);
-                Ok(true)
+                Ok(Placement::Bind(node))
             }
             Err(fit) => {
                 let message = fit.to_string();
@@ -326,10 +353,44 @@ impl Scheduler {
                 }
                 self.recorder
                     .record(pod, "Warning", "FailedScheduling", &message);
-                Ok(false)
+                Ok(Placement::Wait)
             }
         }
     }
+}
+
+/// Binds `pod` to `node` through the pods/binding subresource (for `pod`'s uid only).
+async fn bind(client: &Client, pod: &Pod, node: &str) -> Result<(), Error> {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_string()),
+            ..Default::default()
+        },
+    };
+    Api::<Pod>::namespaced(client.clone(), &namespace)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Bind {
+            pod: format!("{namespace}/{name}"),
+            node: node.to_string(),
+            source,
+        })
 }
 
 /// The pod's conditions with PodScheduled=False/Unschedulable and `message`, or `None` when
