@@ -617,6 +617,28 @@ impl Fs {
     fn inner(&self) -> MutexGuard<'_, Inner> {
         lock(&self.0)
     }
+
+    /// unlink and rmdir: `remove` the name on the backing directory and forget its inode.
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: fn(&Path) -> io::Result<()>,
+        reply: ReplyEmpty,
+    ) {
+        let mut inner = self.inner();
+        let result = (|| {
+            inner.writable()?;
+            let relative = inner.child(parent, name)?;
+            remove(&inner.root.join(&relative)).map_err(errno)?;
+            inner.forget_path(&relative);
+            Ok(())
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
 }
 
 impl fuser::Filesystem for Fs {
@@ -726,33 +748,11 @@ impl fuser::Filesystem for Fs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut inner = self.inner();
-        let result = (|| {
-            inner.writable()?;
-            let relative = inner.child(parent, name)?;
-            fs::remove_file(inner.root.join(&relative)).map_err(errno)?;
-            inner.forget_path(&relative);
-            Ok(())
-        })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, |path| fs::remove_file(path), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut inner = self.inner();
-        let result = (|| {
-            inner.writable()?;
-            let relative = inner.child(parent, name)?;
-            fs::remove_dir(inner.root.join(&relative)).map_err(errno)?;
-            inner.forget_path(&relative);
-            Ok(())
-        })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, |path| fs::remove_dir(path), reply);
     }
 
     fn symlink(

@@ -52,6 +52,20 @@ fn read(path: &Path) -> Vec<u8> {
     data
 }
 
+/// A new file of `len` bytes of 1s, synced, open for reading and writing.
+fn synced_ones(path: &Path, len: usize) -> File {
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .expect("create");
+    file.write_all_at(&vec![1u8; len], 0).expect("write");
+    file.sync_all().expect("fsync");
+    file
+}
+
 #[test]
 fn unsynced_data_is_lost_at_a_power_cut_and_synced_data_is_not() {
     let Some((disk, fs)) = Disk::new() else {
@@ -88,15 +102,7 @@ fn truncation_is_cached_too_and_holes_read_as_zeros() {
         return;
     };
     let path = disk.file("f");
-    let file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .expect("create");
-    file.write_all_at(&[1u8; 10_000], 0).expect("write");
-    file.sync_all().expect("fsync");
+    let file = synced_ones(&path, 10_000);
     file.set_len(100).expect("truncate");
     file.write_all_at(b"end", 5_000)
         .expect("write past the end");
@@ -121,15 +127,7 @@ fn bytes_a_truncation_removed_stay_gone_when_the_file_grows_again() {
         return;
     };
     let path = disk.file("f");
-    let file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .expect("create");
-    file.write_all_at(&[1u8; 10_000], 0).expect("write");
-    file.sync_all().expect("fsync");
+    let file = synced_ones(&path, 10_000);
     file.set_len(100).expect("truncate");
     file.set_len(10_000).expect("extend");
     let mut expected = vec![1u8; 100];

@@ -2824,6 +2824,19 @@ impl FaultDisk {
         }
     }
 
+    /// A fault disk and a berth with its data dir and its store on it; `None` (the test is
+    /// skipped, and says so) without root, which mounting needs.
+    fn with_berth(case: &str) -> Option<(FaultDisk, Berth)> {
+        if !is_root() {
+            eprintln!("{case}: SKIPPED: mounting a FUSE file system needs root");
+            return None;
+        }
+        let disk = FaultDisk::new();
+        // The store must be on the fault disk, whatever BERTH_TEST_STORE says.
+        let berth = Berth::start_in(disk.path(), &["--store", "sqlite"]);
+        Some((disk, berth))
+    }
+
     fn path(&self) -> &Path {
         self.mountpoint.path()
     }
@@ -2874,12 +2887,9 @@ fn assert_all_there(listed: &BTreeMap<String, i64>, acked: &BTreeMap<String, i64
 /// there, none refused is, and revisions go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b3_a_device_that_fails_writes_stops_acknowledgements_and_loses_nothing_acked() {
-    if !is_root() {
-        eprintln!("b3: SKIPPED: mounting a FUSE file system needs root");
+    let Some((mut disk, mut berth)) = FaultDisk::with_berth("b3") else {
         return;
-    }
-    let mut disk = FaultDisk::new();
-    let mut berth = Berth::start_in(disk.path(), &["--store", "sqlite"]);
+    };
     let raw = berth.raw().await;
     let acked = create_acked(&raw, "b3", 5).await;
     disk.set_device(Device::ErrorWrites);
@@ -2928,12 +2938,9 @@ async fn b3_a_device_that_fails_writes_stops_acknowledgements_and_loses_nothing_
 /// and revisions go on above everything that survived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b4_a_disk_that_drops_writes_then_loses_power_keeps_what_was_acked_before() {
-    if !is_root() {
-        eprintln!("b4: SKIPPED: mounting a FUSE file system needs root");
+    let Some((mut disk, mut berth)) = FaultDisk::with_berth("b4") else {
         return;
-    }
-    let mut disk = FaultDisk::new();
-    let mut berth = Berth::start_in(disk.path(), &["--store", "sqlite"]);
+    };
     let raw = berth.raw().await;
     let before = create_acked(&raw, "b4-before", 20).await;
     disk.set_device(Device::DropWrites);
