@@ -3282,18 +3282,7 @@ async fn b2_a_failed_fsync_stops_acknowledgements_for_good() {
     }
     let mut berth = Berth::start();
     let raw = berth.raw().await;
-    let mut acked: BTreeMap<String, i64> = BTreeMap::new();
-    for i in 0..5 {
-        let name = format!("b2-{i}");
-        let reply = raw
-            .post(
-                &configmaps("default"),
-                &configmap(&name, json!({"i": i.to_string()})),
-            )
-            .await
-            .expect("post");
-        acked.insert(name, rv_of(&expect_ok(&reply, 201)));
-    }
+    let acked = create_acked(&raw, "b2", 5).await;
     let pid = berth.pid().expect("berth runs");
     let tracer = std::process::Command::new("strace")
         .args([
