@@ -25,6 +25,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 
 use crate::Error;
+use crate::error::Stored;
 use crate::runtime::{self, Backoff, Events};
 
 /// The component name on events, as upstream's.
@@ -58,9 +59,11 @@ impl Range {
             .ok()
             .filter(|p| *p <= 32)
             .ok_or_else(|| format!("{cidr}: bad prefix"))?;
-        if !(1..=32).contains(&mask) {
+        // A node's pod CIDR holds its bridge's address and at least one pod, as the pod network
+        // requires of any CIDR (prefix 8 to 30).
+        if !(8..=30).contains(&mask) {
             return Err(format!(
-                "node CIDR mask size {mask} is not between 1 and 32"
+                "node CIDR mask size {mask} is not between 8 and 30"
             ));
         }
         let network = u32::from(address);
@@ -167,16 +170,8 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> 
     if pod_cidr(&node).is_some() || node.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let name = node
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| Error::Incomplete("Node".into(), "metadata.name"))?;
-    let resource_version = node
-        .metadata
-        .resource_version
-        .clone()
-        .ok_or_else(|| Error::Incomplete(format!("Node {name}"), "metadata.resourceVersion"))?;
+    let stored = Stored::new("Node", &node.metadata);
+    let (name, resource_version) = (stored.name()?.to_string(), stored.resource_version()?);
     let mut pending = ctx.pending.lock().await;
     let all = ctx.nodes.state();
     let mut used = std::collections::BTreeSet::new();
@@ -256,6 +251,8 @@ mod tests {
             ("x/16", 24),
             ("10.42.0.0/16", 0),
             ("10.42.0.0/16", 33),
+            ("10.42.0.0/16", 31),
+            ("10.42.0.0/16", 7),
         ] {
             assert!(Range::new(cidr, mask).is_err(), "{cidr} {mask}");
         }

@@ -53,6 +53,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use crate::Error;
+use crate::error::Stored;
 use crate::runtime::{self, Backoff, Events};
 pub use health::Grace;
 
@@ -167,11 +168,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> 
     runtime::synced(&ctx.nodes, "node").await?;
     runtime::synced(&ctx.leases, "lease").await?;
     runtime::synced(&ctx.pods, "pod").await?;
-    let name = node
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| Error::Incomplete("Node".into(), "metadata.name"))?;
+    let name = Stored::new("Node", &node.metadata).name()?.to_string();
     let now = Timestamp::now();
     let lease_of = |name: &str| {
         ctx.leases
@@ -248,7 +245,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> 
 /// Sets the pod's Ready condition False (its reason and message kept, its transition now),
 /// as upstream's `MarkPodsNotReady`, with the resourceVersion it was decided from.
 async fn mark_not_ready(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<(), Error> {
-    let stored = crate::error::Stored::new("Pod", &pod.metadata);
+    let stored = Stored::new("Pod", &pod.metadata);
     let namespace = stored.namespace()?;
     let name = stored.name()?;
     let version = stored.resource_version()?;
@@ -279,8 +276,5 @@ async fn mark_not_ready(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<(), 
 }
 
 fn resource_version(node: &Node) -> Result<&str, Error> {
-    node.metadata
-        .resource_version
-        .as_deref()
-        .ok_or_else(|| Error::Incomplete("Node".into(), "metadata.resourceVersion"))
+    Stored::new("Node", &node.metadata).resource_version()
 }

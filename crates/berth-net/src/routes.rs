@@ -154,17 +154,28 @@ pub async fn run(
         watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff(),
     )
     .touched_objects();
-    let resync = |store: &reflector::Store<Node>| {
+    // Most Node events (status, leases' conditions, labels) change no route: the kernel is only
+    // asked when the wanted routes differ from the last sync's, or on the periodic tick, which
+    // also brings back routes someone else deleted.
+    let mut last: Option<Vec<Route>> = None;
+    let mut resync = |store: &reflector::Store<Node>, always: bool| {
         let nodes = store.state();
         let want = wanted(&local, nodes.iter().map(AsRef::as_ref));
+        if !always && last.as_ref() == Some(&want) {
+            return;
+        }
         let routes = routes.clone();
         // Netlink blocks briefly; keep it off the async workers.
         tokio::task::block_in_place(|| match sync(routes.as_ref(), &want) {
-            Ok((0, 0)) => {}
+            Ok((0, 0)) => last = Some(want),
             Ok((added, deleted)) => {
                 tracing::info!(added, deleted, routes = ?want.iter().map(ToString::to_string).collect::<Vec<_>>(), "routes to other nodes' pods updated");
+                last = Some(want);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot update the routes to other nodes' pods"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot update the routes to other nodes' pods");
+                last = None;
+            }
         });
     };
     // A store still being (re)listed may miss nodes: its routes would be removed for a moment.
@@ -177,14 +188,14 @@ pub async fn run(
         loop {
             tokio::select! {
                 event = events.next() => match event {
-                    Some(Ok(_)) if ready(&store) => resync(&store),
+                    Some(Ok(_)) if ready(&store) => resync(&store, false),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => tracing::debug!(error = %e, "watching nodes for routes"),
                     None => return,
                 },
                 _ = tick.tick() => {
                     if ready(&store) {
-                        resync(&store);
+                        resync(&store, true);
                     }
                 }
             }

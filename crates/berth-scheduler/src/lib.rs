@@ -40,7 +40,7 @@ pub mod snapshot;
 mod testing;
 pub mod volumes;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -208,18 +208,14 @@ impl Scheduler {
                 p.metadata.name.clone(),
             )
         });
-        let is_pending_uid = |uid: &str| {
-            pending
-                .iter()
-                .any(|p| p.metadata.uid.as_deref() == Some(uid))
-        };
-        self.backoff.retain(is_pending_uid);
-        self.recorder.retain(
-            pending
-                .iter()
-                .filter_map(|p| p.metadata.uid.clone())
-                .collect(),
-        );
+        // What is remembered about pods that are no longer pending goes: back-offs and event
+        // repeat counts.
+        let pending_uids: HashSet<String> = pending
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        self.backoff.retain(|uid| pending_uids.contains(uid));
+        self.recorder.retain(pending_uids);
 
         for pod in pods.iter().filter(|p| !snapshot::is_terminated(p)) {
             let on_node = pod

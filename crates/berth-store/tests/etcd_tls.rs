@@ -153,4 +153,9 @@ async fn an_etcd_requiring_client_certificates_is_used_over_etcds() {
         "{:?}",
         started.elapsed()
     );
+    // It was the missing certificate, not a dead etcd: with it, the same etcd still answers.
+    let (kv, _) = ops::get(store.as_ref(), "/over/tls")
+        .await
+        .expect("etcd still serves the client with a certificate");
+    assert_eq!(kv.expect("the key is there").value.as_ref(), b"secret");
 }

@@ -201,12 +201,6 @@ struct Line {
     cpu: String,
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// Starts `backend` (etcd, then berth on it), measures it, and stops both.
 fn measure(
     backend: &Backend,
@@ -218,7 +212,7 @@ fn measure(
     report.note(format!(
         "{}: load average at its start (1/5/15 min): {}",
         backend.name,
-        loadavg()
+        common::loadavg()
     ));
     // The helper panics when etcd does not start; that becomes this bench's error.
     let etcd = match backend.members {

@@ -170,11 +170,7 @@ async fn join(args: AgentArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--pod-cidr {text}"))?,
         ),
         None => {
-            let cluster: berth_net::Cidr = args
-                .agent
-                .cluster_cidr
-                .parse()
-                .with_context(|| format!("--cluster-cidr {}", args.agent.cluster_cidr))?;
+            let cluster = crate::cluster_cidr(&args.agent)?;
             (cluster.prefix() >= args.agent.node_cidr_mask_size).then_some(cluster)
         }
     };

@@ -129,6 +129,10 @@ struct Agent<'a> {
 
 impl Agent<'_> {
     fn stop(&mut self) {
+        // Already reaped (killed by the test): its pid may belong to another process now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -356,6 +360,16 @@ fn two_nodes_on_a_shared_link_run_pods_that_reach_each_other() {
         &format!(r#"{{"spec":{{"podCIDR":"{prefix}.9.0/24","podCIDRs":["{prefix}.9.0/24"]}}}}"#),
     ]);
     assert_ne!(change.code, 0, "{change:?}");
+    assert!(
+        change.stderr.contains("may not change podCIDR"),
+        "refused for the podCIDR: {change:?}"
+    );
+    let kept = node_json(&kubectl, "second");
+    assert_eq!(
+        kept["spec"]["podCIDR"],
+        format!("{prefix}.1.0/24").as_str(),
+        "{kept}"
+    );
 
     // A Deployment spread over both nodes (the least allocated node gets each next pod).
     kubectl.apply(WEB);
@@ -488,7 +502,7 @@ fn two_nodes_on_a_shared_link_run_pods_that_reach_each_other() {
             r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"keeper"}},
             "spec":{{{selector}"terminationGracePeriodSeconds":1,
             "containers":[{{"name":"c","image":"busybox:test",
-            "command":["sh","-c","echo kept >> /data/log; sleep 3600"],
+            "command":["sh","-c","echo kept >> /data/log; cat /data/log; sleep 3600"],
             "volumeMounts":[{{"name":"d","mountPath":"/data"}}]}}],
             "volumes":[{{"name":"d","persistentVolumeClaim":{{"claimName":"data"}}}}]}}}}"#
         )
@@ -512,6 +526,11 @@ fn two_nodes_on_a_shared_link_run_pods_that_reach_each_other() {
     kubectl.apply(&keeper(false));
     let pod = wait_pod(&kubectl, "keeper", T, |p| p["status"]["phase"] == "Running");
     assert_eq!(pod["spec"]["nodeName"], "second", "the data is there");
+    // The second pod appended to what the first wrote: the same volume, on the same node.
+    eventually("the keeper's log shows both writes", T, || {
+        let log = kubectl.run(&["logs", "keeper"]).stdout;
+        (log == "kept\nkept\n").then_some(()).ok_or(log)
+    });
     kubectl.ok(&["delete", "pod", "keeper", "--wait=true"]);
 
     // A node that stops heartbeating: Unknown, tainted, its pods evicted by their

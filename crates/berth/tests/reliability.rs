@@ -928,10 +928,13 @@ async fn a1_crash_rounds(
         "the bursts acknowledged only {acknowledged} writes"
     );
     if disk.is_some() {
+        // SQLite never syncs its -shm file, so a power cut under a live store always loses some
+        // bytes: this shows the data dir really was on the fault disk, not that a WAL write was
+        // caught in flight (the store's own acknowledgements are what the checks above test).
         eprintln!("the power cuts lost {lost_bytes} unsynced bytes");
         assert!(
             lost_bytes > 0,
-            "the power cuts lost nothing: no fault struck"
+            "the power cuts lost nothing: the data dir was not on the fault disk"
         );
     }
 }
@@ -3079,9 +3082,7 @@ async fn b1_a_full_disk_gives_507_reads_keep_working_and_writes_resume() {
         );
     }
     let (listed, full_rv) = list_configmaps(&raw, "default").await;
-    for (name, rv) in &acked {
-        assert_eq!(listed.get(name), Some(rv), "{name} in the list");
-    }
+    assert_all_there(&listed, &acked, "in the list");
     let (status, mut replay) = raw
         .watch(&format!(
             "{}?watch=1&resourceVersion={first_rv}",
@@ -3131,9 +3132,7 @@ async fn b1_a_full_disk_gives_507_reads_keep_working_and_writes_resume() {
     blocking(|| berth.launch());
     let raw = berth.raw().await;
     let (listed, _) = list_configmaps(&raw, "default").await;
-    for (name, rv) in &acked {
-        assert_eq!(listed.get(name), Some(rv), "{name} after the restart");
-    }
+    assert_all_there(&listed, &acked, "after the restart");
     assert_eq!(listed.get("b1-after"), Some(&after));
     assert!(!listed.contains_key("b1-again"));
     eprintln!("b1: full after {} objects of 500 KiB", acked.len());
@@ -3236,13 +3235,7 @@ async fn b5_an_unreadable_store_gives_clean_errors_not_a_crash_loop() {
     blocking(|| berth.launch());
     let raw = berth.raw().await;
     let (listed, _) = list_configmaps(&raw, "default").await;
-    for (name, rv) in &acked {
-        assert_eq!(
-            listed.get(name),
-            Some(rv),
-            "{name} after the modes came back"
-        );
-    }
+    assert_all_there(&listed, &acked, "after the modes came back");
     eprintln!("b5: {} acknowledged writes", acked.len());
 }
 
@@ -3324,23 +3317,11 @@ async fn b2_a_failed_fsync_stops_acknowledgements_for_good() {
     assert_eq!(ready.status, 500, "{}", ready.text());
     assert!(ready.text().contains("store"), "{}", ready.text());
     let (listed, _) = list_configmaps(&raw, "default").await;
-    for (name, rv) in &acked {
-        assert_eq!(
-            listed.get(name),
-            Some(rv),
-            "{name} readable while writes are refused"
-        );
-    }
+    assert_all_there(&listed, &acked, "readable while writes are refused");
     blocking(|| berth.restart());
     let raw = berth.raw().await;
     let (listed, _) = list_configmaps(&raw, "default").await;
-    for (name, rv) in &acked {
-        assert_eq!(
-            listed.get(name),
-            Some(rv),
-            "{name} acknowledged before the failure survives"
-        );
-    }
+    assert_all_there(&listed, &acked, "acknowledged before the failure survives");
     assert!(
         !listed.contains_key("b2-after"),
         "a refused write after poisoning never happened"

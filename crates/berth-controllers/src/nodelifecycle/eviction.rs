@@ -32,6 +32,7 @@ use kube::{Api, Client};
 
 use super::{health, node_of, pods_on, until};
 use crate::Error;
+use crate::error::Stored;
 use crate::runtime::{self, Backoff, Events};
 
 /// The component name on events, as upstream's.
@@ -150,11 +151,7 @@ pub async fn run(client: Client, stop: impl Future<Output = ()>) {
 /// when the next one's is.
 async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {
     runtime::synced(&ctx.pods, "pod").await?;
-    let name = node
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| Error::Incomplete("Node".into(), "metadata.name"))?;
+    let name = Stored::new("Node", &node.metadata).name()?.to_string();
     let taints = node
         .spec
         .as_ref()
@@ -192,7 +189,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> 
 
 /// Marks `pod` a disruption target and deletes it (gracefully, only that uid).
 async fn evict(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<(), Error> {
-    let stored = crate::error::Stored::new("Pod", &pod.metadata);
+    let stored = Stored::new("Pod", &pod.metadata);
     let namespace = stored.namespace()?;
     let name = stored.name()?;
     let uid = stored.uid()?;

@@ -494,7 +494,8 @@ fn first_line_with(path: &str, prefix: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
-fn loadavg() -> String {
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
